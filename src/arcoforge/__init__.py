@@ -1,0 +1,58 @@
+"""arcoforge: archives of NetCDF/HDF5 files into analysis-ready Zarr stores, on Apache Beam.
+
+The public API keeps the names of pangeo-forge-recipes 0.10, so a recipe ports
+by changing its imports to ``arcoforge``.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .errors import ArcoforgeError, InputError, RecipeError, SchemaError
+from .patterns import (
+    CombineOp,
+    ConcatDim,
+    Dimension,
+    FilePattern,
+    FileType,
+    Index,
+    MergeDim,
+    Position,
+    pattern_from_file_sequence,
+)
+from .runners import run_local, use_runtime_defaults
+from .transforms import (
+    ConsolidateDimensionCoordinates,
+    ConsolidateMetadata,
+    OpenURLWithFSSpec,
+    OpenWithXarray,
+    Preprocess,
+    StoreToZarr,
+)
+
+try:
+    __version__ = version("arcoforge")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0+unknown"
+
+__all__ = [
+    "ArcoforgeError",
+    "CombineOp",
+    "ConcatDim",
+    "ConsolidateDimensionCoordinates",
+    "ConsolidateMetadata",
+    "Dimension",
+    "FilePattern",
+    "FileType",
+    "Index",
+    "InputError",
+    "MergeDim",
+    "OpenURLWithFSSpec",
+    "OpenWithXarray",
+    "Position",
+    "Preprocess",
+    "RecipeError",
+    "SchemaError",
+    "StoreToZarr",
+    "pattern_from_file_sequence",
+    "run_local",
+    "use_runtime_defaults",
+]

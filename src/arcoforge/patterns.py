@@ -1,0 +1,356 @@
+"""File patterns: which files make up a dataset, and where each one sits in it.
+
+A :class:`FilePattern` pairs a *format function* (keys -> URL) with the combine
+dimensions that span the archive: :class:`ConcatDim` for dimensions the files are
+stacked along (usually time) and :class:`MergeDim` for files that hold different
+variables of the same grid. Names, signatures and semantics follow
+pangeo-forge-recipes 0.10 so that existing recipes port by changing one import.
+
+>>> def make_url(time):
+...     return f"https://data.example/{time}.nc"
+>>> pattern = FilePattern(make_url, ConcatDim("time", ["2000-01", "2000-02"], nitems_per_file=31))
+>>> pattern.dims
+{'time': 2}
+>>> [url for _, url in pattern.items()]
+['https://data.example/2000-01.nc', 'https://data.example/2000-02.nc']
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from itertools import product
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlparse, urlunparse
+
+
+class CombineOp(Enum):
+    """How the files along one dimension of a pattern are combined."""
+
+    MERGE = 1
+    CONCAT = 2
+    SUBSET = 3
+
+
+class FileType(Enum):
+    """The on-disk format of the inputs, used to choose an xarray engine."""
+
+    unknown = "unknown"
+    netcdf3 = "netcdf3"
+    netcdf4 = "netcdf4"
+    hdf5 = "hdf5"
+    grib = "grib"
+    opendap = "opendap"
+    zarr = "zarr"
+
+
+@dataclass(frozen=True)
+class ConcatDim:
+    """A dimension along which files are concatenated.
+
+    ``nitems_per_file`` is the number of steps each file holds along ``name``;
+    leave it ``None`` when files differ (a daily file of a leap year has 366
+    steps) and the length of each file is read from the file itself.
+    """
+
+    name: str
+    keys: Sequence[Any] = field(repr=False)
+    nitems_per_file: int | None = None
+    operation: CombineOp = field(default=CombineOp.CONCAT, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.nitems_per_file is not None and int(self.nitems_per_file) < 1:
+            raise ValueError(
+                f"ConcatDim {self.name!r}: nitems_per_file must be a positive integer, "
+                f"got {self.nitems_per_file!r}"
+            )
+
+
+@dataclass(frozen=True)
+class MergeDim:
+    """A dimension whose files hold different variables to be merged."""
+
+    name: str
+    keys: Sequence[Any] = field(repr=False)
+    operation: CombineOp = field(default=CombineOp.MERGE, init=False, repr=False)
+
+
+CombineDim = ConcatDim | MergeDim
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """A named combine dimension together with how it is combined."""
+
+    name: str
+    operation: CombineOp
+
+    def __lt__(self, other: "Dimension") -> bool:  # CombineOp is not orderable
+        return (self.name, self.operation.value) < (other.name, other.operation.value)
+
+
+@dataclass(frozen=True, order=True)
+class Position:
+    """Where an input sits along one dimension.
+
+    ``value`` is the file's position (``indexed=False``) or, once the schema is
+    known, the element offset of the file's first item (``indexed=True``).
+    """
+
+    value: int
+    indexed: bool = False
+
+
+class Index(dict):
+    """A hashable mapping from :class:`Dimension` to :class:`Position`.
+
+    It identifies one input file of a pattern, and is the key that travels with
+    each dataset through a pipeline.
+    """
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(frozenset(self.items()))
+
+    def find_concat_dim(self, dim_name: str) -> Dimension | None:
+        """The concat :class:`Dimension` named ``dim_name``, if the index has one."""
+        for dim in self:
+            if dim.name == dim_name and dim.operation == CombineOp.CONCAT:
+                return dim
+        return None
+
+    def find_position(self, dim_name: str) -> Position:
+        """The position along the dimension named ``dim_name``."""
+        for dim, position in self.items():
+            if dim.name == dim_name:
+                return position
+        raise KeyError(f"index has no dimension named {dim_name!r}")
+
+    def positions(self) -> dict[str, int]:
+        """A plain ``{dimension name: position}`` dict, for messages and sorting."""
+        return {dim.name: position.value for dim, position in sorted(self.items())}
+
+    def sort_key(self) -> tuple[int, ...]:
+        """A key that orders inputs the way the pattern enumerates them."""
+        return tuple(position.value for _, position in sorted(self.items()))
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{name}={value}" for name, value in self.positions().items())
+        return f"Index({inner})"
+
+
+def _describe_function(function: Callable) -> str:
+    """A stable text for hashing a function: its source, else its qualified name."""
+    try:
+        return inspect.getsource(function)
+    except (OSError, TypeError):
+        return f"{getattr(function, '__module__', '')}.{getattr(function, '__qualname__', repr(function))}"
+
+
+class FilePattern:
+    """The set of input files of a dataset and their places in it.
+
+    ``format_function`` is called with one keyword argument per combine
+    dimension (named as the dimension) and returns the file's URL.
+    """
+
+    def __init__(
+        self,
+        format_function: Callable[..., str],
+        *combine_dims: CombineDim,
+        fsspec_open_kwargs: dict | None = None,
+        query_string_secrets: dict | None = None,
+        file_type: str | FileType = "netcdf4",
+    ):
+        if not combine_dims:
+            raise ValueError("FilePattern needs at least one ConcatDim or MergeDim")
+        names = [dim.name for dim in combine_dims]
+        duplicated = sorted({name for name in names if names.count(name) > 1})
+        if duplicated:
+            raise ValueError(f"FilePattern: combine dimension names must be unique, repeated: {duplicated}")
+        for dim in combine_dims:
+            if not isinstance(dim, (ConcatDim, MergeDim)):
+                raise TypeError(f"FilePattern: expected ConcatDim or MergeDim, got {dim!r}")
+            if len(dim.keys) == 0:
+                raise ValueError(f"FilePattern: dimension {dim.name!r} has no keys")
+        self.format_function = format_function
+        self.combine_dims: list[CombineDim] = list(combine_dims)
+        self.fsspec_open_kwargs = dict(fsspec_open_kwargs or {})
+        self.query_string_secrets = dict(query_string_secrets or {})
+        try:
+            self.file_type = FileType(file_type)
+        except ValueError:
+            choices = ", ".join(t.value for t in FileType)
+            raise ValueError(f"FilePattern: file_type {file_type!r} is not one of {choices}") from None
+        if self.file_type == FileType.opendap and self.fsspec_open_kwargs:
+            raise ValueError("FilePattern: fsspec_open_kwargs cannot be used with file_type='opendap'")
+
+    def __repr__(self) -> str:
+        return f"<FilePattern {self.dims}>"
+
+    @property
+    def dims(self) -> dict[str, int]:
+        """The number of keys along each combine dimension."""
+        return {dim.name: len(dim.keys) for dim in self.combine_dims}
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The number of keys along each combine dimension, in order."""
+        return tuple(len(dim.keys) for dim in self.combine_dims)
+
+    @property
+    def merge_dims(self) -> list[str]:
+        """Names of the merge dimensions."""
+        return [dim.name for dim in self.combine_dims if dim.operation == CombineOp.MERGE]
+
+    @property
+    def concat_dims(self) -> list[str]:
+        """Names of the concat dimensions."""
+        return [dim.name for dim in self.combine_dims if dim.operation == CombineOp.CONCAT]
+
+    @property
+    def nitems_per_input(self) -> dict[str, int | None]:
+        """``nitems_per_file`` of each concat dimension (``None`` where unknown)."""
+        return {dim.name: dim.nitems_per_file for dim in self.combine_dims if isinstance(dim, ConcatDim)}
+
+    @property
+    def concat_sequence_lens(self) -> dict[str, int | None]:
+        """Total length along each concat dimension, where ``nitems_per_file`` fixes it."""
+        return {
+            dim.name: (dim.nitems_per_file * len(dim.keys) if dim.nitems_per_file else None)
+            for dim in self.combine_dims
+            if isinstance(dim, ConcatDim)
+        }
+
+    @property
+    def combine_dim_keys(self) -> list[Dimension]:
+        """The combine dimensions as :class:`Dimension` keys, for ``StoreToZarr(combine_dims=...)``."""
+        return [Dimension(dim.name, dim.operation) for dim in self.combine_dims]
+
+    @property
+    def is_opendap(self) -> bool:
+        return self.file_type == FileType.opendap
+
+    def __getitem__(self, index: Index) -> str:
+        if len(index) != len(self.combine_dims):
+            raise KeyError(f"index {index!r} does not match the pattern's dimensions {self.dims}")
+        kwargs = {}
+        for dim in self.combine_dims:
+            position = index[Dimension(dim.name, dim.operation)]
+            if position.indexed:
+                raise KeyError(f"index {index!r} holds offsets, not file positions")
+            kwargs[dim.name] = dim.keys[position.value]
+        url = self.format_function(**kwargs)
+        if self.query_string_secrets:
+            url = add_query_string_secrets(url, self.query_string_secrets)
+        return url
+
+    def __iter__(self) -> Iterator[Index]:
+        for positions in product(*(range(len(dim.keys)) for dim in self.combine_dims)):
+            yield Index(
+                {
+                    Dimension(dim.name, dim.operation): Position(value)
+                    for dim, value in zip(self.combine_dims, positions)
+                }
+            )
+
+    def __len__(self) -> int:
+        total = 1
+        for size in self.shape:
+            total *= size
+        return total
+
+    def items(self) -> Iterator[tuple[Index, str]]:
+        """Every input as an ``(index, url)`` pair, in pattern order."""
+        for index in self:
+            yield index, self[index]
+
+    def prune(self, nkeep: int = 2) -> "FilePattern":
+        """A copy that keeps only the first ``nkeep`` keys of each concat dimension.
+
+        Merge dimensions are kept whole, so a pruned pattern still has every variable.
+        """
+        if nkeep < 1:
+            raise ValueError(f"prune: nkeep must be at least 1, got {nkeep}")
+        dims: list[CombineDim] = [
+            replace(dim, keys=list(dim.keys)[:nkeep]) if isinstance(dim, ConcatDim) else dim
+            for dim in self.combine_dims
+        ]
+        return FilePattern(
+            self.format_function,
+            *dims,
+            fsspec_open_kwargs=self.fsspec_open_kwargs,
+            query_string_secrets=self.query_string_secrets,
+            file_type=self.file_type,
+        )
+
+    def sha256(self) -> bytes:
+        """A digest of everything that defines the pattern: URLs, dimensions and options.
+
+        Secrets are left out, so the digest can be published.
+        """
+        digest = hashlib.sha256()
+        description = {
+            "format_function": _describe_function(self.format_function),
+            "combine_dims": [
+                {
+                    "name": dim.name,
+                    "operation": dim.operation.name,
+                    "keys": [repr(key) for key in dim.keys],
+                    "nitems_per_file": getattr(dim, "nitems_per_file", None),
+                }
+                for dim in self.combine_dims
+            ],
+            "fsspec_open_kwargs": repr(sorted(self.fsspec_open_kwargs.items())),
+            "file_type": self.file_type.value,
+        }
+        digest.update(json.dumps(description, sort_keys=True).encode())
+        for index in self:
+            digest.update(self.format_function(**self._keys_of(index)).encode())
+        return digest.digest()
+
+    def _keys_of(self, index: Index) -> dict[str, Any]:
+        return {
+            dim.name: dim.keys[index[Dimension(dim.name, dim.operation)].value]
+            for dim in self.combine_dims
+        }
+
+
+def add_query_string_secrets(url: str, secrets: Mapping[str, str]) -> str:
+    """Return ``url`` with ``secrets`` added to its query string.
+
+    >>> add_query_string_secrets("https://h/a.nc?x=1", {"token": "t"})
+    'https://h/a.nc?x=1&token=t'
+    """
+    parts = urlparse(url)
+    query = parse_qs(parts.query)
+    for key, value in secrets.items():
+        query[key] = [value]
+    return urlunparse(parts._replace(query=urlencode(query, doseq=True)))
+
+
+def pattern_from_file_sequence(
+    file_list: Sequence[str],
+    concat_dim: str,
+    nitems_per_file: int | None = None,
+    **kwargs: Any,
+) -> FilePattern:
+    """A pattern of files concatenated, in the given order, along one dimension.
+
+    >>> pattern = pattern_from_file_sequence(["a.nc", "b.nc"], "time")
+    >>> [url for _, url in pattern.items()]
+    ['a.nc', 'b.nc']
+    """
+    files = list(file_list)
+
+    def format_function(**key_values: int) -> str:
+        return files[key_values[concat_dim]]
+
+    return FilePattern(
+        format_function,
+        ConcatDim(concat_dim, list(range(len(files))), nitems_per_file),
+        **kwargs,
+    )

@@ -1,0 +1,81 @@
+"""Running recipes on Apache Beam, and the run-time defaults a recipe may leave out.
+
+The embedded default is Beam's FnApiRunner: in this process, or in several
+local worker processes. It is chosen directly because Beam's ``DirectRunner``
+first tries to download its Prism binary, which waits on the network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from .errors import RecipeError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RuntimeDefaults:
+    """Values a recipe may leave out, supplied by whoever runs it (``arcoforge bake``)."""
+
+    target_root: str | None = None
+    storage_options: dict | None = None
+
+
+_RUNTIME = RuntimeDefaults()
+
+
+def runtime_defaults() -> RuntimeDefaults:
+    """The run-time defaults in force while a pipeline is being built."""
+    return _RUNTIME
+
+
+@contextlib.contextmanager
+def use_runtime_defaults(**values: Any) -> Iterator[RuntimeDefaults]:
+    """Set run-time defaults (e.g. ``target_root``) while a pipeline is built and run."""
+    global _RUNTIME
+    previous = _RUNTIME
+    _RUNTIME = RuntimeDefaults(**{**previous.__dict__, **{k: v for k, v in values.items() if v is not None}})
+    try:
+        yield _RUNTIME
+    finally:
+        _RUNTIME = previous
+
+
+def local_pipeline_options(num_workers: int = 1, **options: Any) -> PipelineOptions:
+    """Options for the local runner: one process, or ``num_workers`` worker processes."""
+    if num_workers < 1:
+        raise RecipeError(f"num_workers must be at least 1, got {num_workers}")
+    if num_workers == 1:
+        return PipelineOptions(flags=[], direct_num_workers=1, direct_running_mode="in_memory", **options)
+    return PipelineOptions(
+        flags=[], direct_num_workers=num_workers, direct_running_mode="multi_processing", **options
+    )
+
+
+def local_runner() -> beam.runners.PipelineRunner:
+    """The embedded runner, which never touches the network."""
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+    return FnApiRunner()
+
+
+def quiet_beam_logging() -> None:
+    """Keep Beam's own INFO chatter (worker start-up, gRPC) out of a bake's log."""
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+
+
+def run_local(recipe: beam.PTransform, num_workers: int = 1, **options: Any) -> beam.runners.runner.PipelineResult:
+    """Run a recipe on the embedded runner and wait for it to finish."""
+    pipeline = beam.Pipeline(runner=local_runner(), options=local_pipeline_options(num_workers, **options))
+    _ = pipeline | recipe
+    result = pipeline.run()
+    result.wait_until_finish()
+    return result

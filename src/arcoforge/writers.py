@@ -1,0 +1,271 @@
+"""Writing Zarr stores: the template first, then chunks, then consolidation.
+
+The template holds every array's metadata (dimension names, attributes, CF
+encoding, chunking) and the full values of the concat coordinates. Chunks are
+CF-encoded here with the same encoding the template was written with, so every
+worker writes values the store's metadata describes, whatever epoch, packing or
+fill value its own input used.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import dask.array
+import numpy as np
+import xarray as xr
+import zarr
+
+from .chunking import resolve_target_chunks, variable_chunks
+from .errors import RecipeError
+from .schema import CF_ENCODING_KEYS, DatasetSchema, VariableSchema
+
+logger = logging.getLogger(__name__)
+
+# Encoding keys that choose how Zarr stores an array rather than what values mean.
+ZARR_ENCODING_KEYS = ("compressors", "compressor", "filters", "serializer", "shards", "object_codec")
+
+
+@dataclass
+class StorePlan:
+    """Everything a worker needs to write its part of a store."""
+
+    url: str
+    schema: DatasetSchema
+    chunks: dict[str, tuple[int, ...]]
+    zarr_format: int = 3
+    attrs: dict[str, Any] = field(default_factory=dict)
+    zarr_encoding: dict[str, dict[str, Any]] = field(default_factory=dict)
+    storage_options: dict | None = None
+
+
+def plan_store(
+    schema: DatasetSchema,
+    url: str,
+    target_chunks: Mapping[str, int] | None = None,
+    attrs: Mapping[str, Any] | None = None,
+    encoding: Mapping[str, Mapping[str, Any]] | None = None,
+    zarr_format: int = 3,
+    storage_options: dict | None = None,
+) -> StorePlan:
+    """Resolve chunks and apply the recipe's encoding overrides to a combined schema.
+
+    ``encoding`` maps variable names to CF keys (``units``, ``calendar``,
+    ``dtype``, ``_FillValue``, ``scale_factor``, ``add_offset``) and Zarr keys
+    (``compressors``, ``filters``, ``serializer``).
+    """
+    if zarr_format not in (2, 3):
+        raise RecipeError(f"zarr_format must be 2 or 3, got {zarr_format!r}")
+    schema = copy.deepcopy(schema)
+    zarr_encoding: dict[str, dict[str, Any]] = {}
+    for name, overrides in (encoding or {}).items():
+        if name not in schema.variables:
+            raise RecipeError(
+                f"encoding names variable {name!r}, which the dataset does not have; "
+                f"its variables are {sorted(schema.variables)}"
+            )
+        unknown = set(overrides) - set(CF_ENCODING_KEYS) - set(ZARR_ENCODING_KEYS)
+        if unknown:
+            hint = " (set chunks with target_chunks)" if "chunks" in unknown else ""
+            raise RecipeError(
+                f"encoding[{name!r}] has keys {sorted(unknown)} that are not understood{hint}; "
+                f"expected some of {sorted(CF_ENCODING_KEYS + ZARR_ENCODING_KEYS)}"
+            )
+        schema.variables[name].encoding.update({k: v for k, v in overrides.items() if k in CF_ENCODING_KEYS})
+        zarr_encoding[name] = {k: v for k, v in overrides.items() if k in ZARR_ENCODING_KEYS}
+    for variable in schema.variables.values():
+        if variable.dtype.kind == "M" and "units" not in variable.encoding:
+            # Without fixed units each chunk would pick its own epoch.
+            variable.encoding.update(units="seconds since 1970-01-01", calendar="standard", dtype="<f8")
+    chunks = variable_chunks(schema, resolve_target_chunks(schema, target_chunks))
+    return StorePlan(
+        url=url,
+        schema=schema,
+        chunks=chunks,
+        zarr_format=zarr_format,
+        attrs=dict(attrs or {}),
+        zarr_encoding=zarr_encoding,
+        storage_options=storage_options,
+    )
+
+
+def store_url(target_root: str, store_name: str) -> str:
+    """The URL of a store named ``store_name`` under ``target_root``.
+
+    >>> store_url("/data/out/", "sst.zarr")
+    '/data/out/sst.zarr'
+    >>> store_url("s3://bucket/prefix", "sst.zarr")
+    's3://bucket/prefix/sst.zarr'
+    """
+    return target_root.rstrip("/") + "/" + store_name.lstrip("/")
+
+
+def open_store(url: str, storage_options: dict | None = None, read_only: bool = False) -> zarr.abc.store.Store:
+    """A zarr store for a local path or any fsspec URL."""
+    if "://" not in url or url.startswith("file://"):
+        path = url[len("file://"):] if url.startswith("file://") else url
+        return zarr.storage.LocalStore(path, read_only=read_only)
+    return zarr.storage.FsspecStore.from_url(url, storage_options=storage_options or None, read_only=read_only)
+
+
+def encode_variable(name: str, data: Any, variable: VariableSchema) -> xr.Variable:
+    """CF-encode decoded values of a variable with the store's encoding for it."""
+    decoded = xr.Variable(variable.dims, data, encoding=dict(variable.encoding))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=xr.SerializationWarning)
+        return xr.conventions.encode_cf_variable(decoded, name=name)
+
+
+def _sample_value(variable: VariableSchema) -> Any:
+    """A value of the variable's decoded type, to learn its encoded dtype and attributes."""
+    if variable.dtype.kind == "M":
+        return np.array(["2000-01-01"], dtype=variable.dtype)
+    if variable.dtype.kind == "m":
+        return np.array([0], dtype=variable.dtype)
+    if variable.is_time_like:
+        import cftime
+
+        return np.array([cftime.datetime(2000, 1, 1, calendar=variable.encoding["calendar"])], dtype=object)
+    if variable.dtype.kind in "OUS":
+        return np.array(["a"], dtype=variable.dtype if variable.dtype.kind != "O" else object)
+    return np.zeros(1, dtype=variable.dtype)
+
+
+def template_dataset(
+    schema: DatasetSchema,
+    chunks: Mapping[str, tuple[int, ...]],
+    attrs: Mapping[str, Any] | None = None,
+    zarr_encoding: Mapping[str, Mapping[str, Any]] | None = None,
+    zarr_format: int = 3,
+) -> xr.Dataset:
+    """A lazy, already CF-encoded Dataset with the store's structure.
+
+    Data variables are lazy zeros (never computed); concat coordinates carry
+    their real values, so they are written with the template.
+    """
+    zarr_encoding = dict(zarr_encoding or {})
+    variables: dict[str, xr.Variable] = {}
+    coord_names = []
+    for name, variable in schema.variables.items():
+        if name in schema.concat_coords:
+            encoded = encode_variable(name, schema.concat_coords[name], variable)
+            data: Any = np.asarray(encoded.values)
+        else:
+            sample_shape = (1,) * len(variable.dims)
+            sample = _sample_value(variable).reshape(sample_shape) if variable.dims else _sample_value(variable)[0]
+            encoded = encode_variable(name, sample, variable)
+            data = dask.array.zeros(variable.shape, dtype=encoded.dtype, chunks=chunks[name] or ())
+        var_attrs = dict(encoded.attrs)
+        for key, value in variable.attrs.items():
+            var_attrs.setdefault(key, value)
+        encoding: dict[str, Any] = {"chunks": chunks[name]}
+        if "_FillValue" in var_attrs:
+            encoding["_FillValue"] = var_attrs.pop("_FillValue")
+            if zarr_format == 3:
+                # Let chunks never written read as missing rather than as zeros.
+                encoding["fill_value"] = encoding["_FillValue"]
+        elif encoded.dtype.kind in "fc" and not variable.is_coord:
+            encoding["_FillValue"] = np.nan
+        else:
+            encoding["_FillValue"] = None
+        encoding.update({k: v for k, v in zarr_encoding.get(name, {}).items() if k in ZARR_ENCODING_KEYS})
+        variables[name] = xr.Variable(variable.dims, data, attrs=var_attrs, encoding=encoding)
+        if variable.is_coord:
+            coord_names.append(name)
+    ds = xr.Dataset(variables, attrs={**schema.attrs, **dict(attrs or {})})
+    return ds.set_coords(coord_names)
+
+
+def write_template(
+    url: str,
+    template: xr.Dataset,
+    zarr_format: int = 3,
+    storage_options: dict | None = None,
+) -> None:
+    """Create the store at ``url`` with all metadata and the concat coordinates."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=UserWarning)
+        template.to_zarr(
+            url,
+            mode="w",
+            compute=False,
+            consolidated=False,
+            zarr_format=zarr_format,
+            storage_options=storage_options or None,
+            # The template's CF attributes are already encoded: keep xarray from encoding twice.
+        )
+    logger.info("wrote store template %s (%d variables)", url, len(template.variables))
+
+
+def write_chunk(
+    url: str,
+    name: str,
+    region: tuple[slice, ...],
+    values: np.ndarray,
+    variable: VariableSchema,
+    storage_options: dict | None = None,
+) -> int:
+    """Encode one assembled chunk and write it into its region; returns bytes written."""
+    encoded = encode_variable(name, values, variable)
+    array = zarr.open_array(store=open_store(url, storage_options), path=name, mode="r+")
+    data = np.asarray(encoded.values)
+    if data.dtype != array.dtype:
+        data = data.astype(array.dtype)
+    array[region] = data
+    return int(data.nbytes)
+
+
+def consolidate_dimension_coordinates(url: str, storage_options: dict | None = None) -> list[str]:
+    """Rewrite every 1-D dimension coordinate stored in more than one chunk as one chunk.
+
+    Returns the names rewritten. Stores written by arcoforge already keep them in
+    one chunk, so this is usually a no-op; it exists for pangeo-forge recipes that chain it.
+    """
+    group = zarr.open_group(store=open_store(url, storage_options), mode="r+")
+    rewritten = []
+    for name, array in group.arrays():
+        dims = _dimension_names(array)
+        if array.ndim != 1 or dims != (name,) or array.chunks[0] >= array.shape[0]:
+            continue
+        values = array[:]
+        attributes = dict(array.attrs)
+        kwargs: dict[str, Any] = dict(
+            name=name,
+            shape=array.shape,
+            chunks=array.shape,
+            dtype=array.dtype,
+            fill_value=array.fill_value,
+            compressors=array.compressors,
+            filters=array.filters,
+            attributes=attributes,
+            overwrite=True,
+        )
+        if array.metadata.zarr_format == 3:
+            kwargs["dimension_names"] = dims
+        new = group.create_array(**kwargs)
+        new[:] = values
+        rewritten.append(name)
+    if rewritten:
+        logger.info("rewrote dimension coordinates as single chunks: %s", rewritten)
+    return rewritten
+
+
+def _dimension_names(array: zarr.Array) -> tuple[str, ...] | None:
+    if array.metadata.zarr_format == 3:
+        names = array.metadata.dimension_names
+        return tuple(names) if names else None
+    names = array.attrs.get("_ARRAY_DIMENSIONS")
+    return tuple(names) if names else None
+
+
+def consolidate_metadata(url: str, storage_options: dict | None = None) -> None:
+    """Write consolidated metadata, so readers open the store with one request."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=UserWarning)
+        zarr.consolidate_metadata(open_store(url, storage_options))
+    logger.info("consolidated metadata of %s", url)
