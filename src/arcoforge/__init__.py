@@ -4,7 +4,18 @@ The public API keeps the names of pangeo-forge-recipes 0.10, so a recipe ports
 by changing its imports to ``arcoforge``.
 """
 
+import logging
 from importlib.metadata import PackageNotFoundError, version
+
+
+class _DropBeamImportNoise(logging.Filter):
+    """Beam warns at import that optional GCP client libraries are absent; they are not used."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "apitools not found" not in str(record.msg)
+
+
+logging.getLogger().addFilter(_DropBeamImportNoise())
 
 from .errors import ArcoforgeError, InputError, RecipeError, SchemaError
 from .patterns import (

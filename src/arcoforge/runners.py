@@ -8,6 +8,8 @@ first tries to download its Prism binary, which waits on the network.
 from __future__ import annotations
 
 import contextlib
+import shlex
+import sys
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -53,28 +55,44 @@ def local_pipeline_options(num_workers: int = 1, **options: Any) -> PipelineOpti
     """Options for the local runner: one process, or ``num_workers`` worker processes."""
     if num_workers < 1:
         raise RecipeError(f"num_workers must be at least 1, got {num_workers}")
+    return PipelineOptions(flags=[], direct_num_workers=num_workers, **options)
+
+
+def local_runner(num_workers: int = 1) -> beam.runners.PipelineRunner:
+    """The embedded runner, which never touches the network.
+
+    With several workers, each is a local process started through
+    :mod:`arcoforge._worker` (Beam's SDK harness with its chatter kept off stderr).
+    Beam's own ``multi_processing`` mode would replace that command, so the
+    environment is given to the runner directly.
+    """
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+    from apache_beam.transforms import environments
+
     if num_workers == 1:
-        return PipelineOptions(flags=[], direct_num_workers=1, direct_running_mode="in_memory", **options)
-    return PipelineOptions(
-        flags=[], direct_num_workers=num_workers, direct_running_mode="multi_processing", **options
+        return FnApiRunner()
+    command = f"{shlex.quote(sys.executable)} -m arcoforge._worker"
+    return FnApiRunner(
+        default_environment=environments.SubprocessSDKEnvironment.from_command_string(command_string=command)
     )
 
 
-def local_runner() -> beam.runners.PipelineRunner:
-    """The embedded runner, which never touches the network."""
-    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+def quiet_beam_logging(debug: bool = False) -> None:
+    """Keep Beam's own chatter (worker start-up, gRPC) out of a bake's log.
 
-    return FnApiRunner()
-
-
-def quiet_beam_logging() -> None:
-    """Keep Beam's own INFO chatter (worker start-up, gRPC) out of a bake's log."""
-    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    Beam also logs every failing element with a full traceback before it
+    re-raises; the caller reports the failure itself, so those go unless ``debug``.
+    """
+    logging.getLogger("apache_beam").setLevel(logging.DEBUG if debug else logging.WARNING)
+    if not debug:
+        for name in ("apache_beam.runners.common", "apache_beam.runners.worker",
+                     "apache_beam.runners.portability.fn_api_runner", "apache_beam.runners.portability.local_job_service"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def run_local(recipe: beam.PTransform, num_workers: int = 1, **options: Any) -> beam.runners.runner.PipelineResult:
     """Run a recipe on the embedded runner and wait for it to finish."""
-    pipeline = beam.Pipeline(runner=local_runner(), options=local_pipeline_options(num_workers, **options))
+    pipeline = beam.Pipeline(runner=local_runner(num_workers), options=local_pipeline_options(num_workers, **options))
     _ = pipeline | recipe
     result = pipeline.run()
     result.wait_until_finish()

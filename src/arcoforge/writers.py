@@ -268,4 +268,4 @@ def consolidate_metadata(url: str, storage_options: dict | None = None) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=UserWarning)
         zarr.consolidate_metadata(open_store(url, storage_options))
-    logger.info("consolidated metadata of %s", url)
+    logger.debug("consolidated metadata of %s", url)

@@ -1,0 +1,1 @@
+"""Example recipes, installed as ``arcoforge.examples``; each runs with ``arcoforge bake``."""

@@ -1,0 +1,184 @@
+"""The ``arcoforge`` command: bake recipes, and a demo that needs nothing but this package.
+
+Exit codes (for bots): 0 success; 2 the recipe or the command line is wrong;
+3 an input is bad (unreadable, or inconsistent with the others); 4 the
+infrastructure failed (storage, workers); 1 anything unexpected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+EXIT_OK = 0
+EXIT_UNEXPECTED = 1
+EXIT_RECIPE = 2
+EXIT_INPUT = 3
+EXIT_INFRASTRUCTURE = 4
+
+logger = logging.getLogger("arcoforge")
+
+# How a worker's traceback names our errors, when a runner hands them back as text.
+_ERROR_LINE = re.compile(r"arcoforge\.errors\.(RecipeError|InputError|SchemaError): (.+?)(?: \[while running|$)", re.M)
+
+
+def classify_failure(error: BaseException) -> tuple[int, str]:
+    """The exit code and one clear message for a failed bake."""
+    from .errors import InputError, RecipeError
+
+    seen = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, RecipeError):
+            return EXIT_RECIPE, _strip_beam_context(str(current))
+        if isinstance(current, InputError):
+            return EXIT_INPUT, _strip_beam_context(str(current))
+        current = current.__cause__ or current.__context__
+    matches = _ERROR_LINE.findall(str(error))
+    if matches:
+        kind, message = matches[-1]
+        return (EXIT_RECIPE if kind == "RecipeError" else EXIT_INPUT), message.strip()
+    if isinstance(error, OSError):
+        return EXIT_INFRASTRUCTURE, f"{type(error).__name__}: {error}"
+    return EXIT_UNEXPECTED, f"{type(error).__name__}: {_strip_beam_context(str(error))}"
+
+
+def _strip_beam_context(message: str) -> str:
+    return re.sub(r" \[while running '.*?'\]", "", message).strip()
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.DEBUG if verbose > 1 else logging.INFO if verbose == 1 else logging.WARNING
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+    )
+    logging.getLogger("arcoforge").setLevel(level)
+    from .runners import quiet_beam_logging
+
+    quiet_beam_logging(debug=verbose > 1)
+
+
+def bake(
+    recipe_file: str,
+    target_root: str,
+    recipe_id: str | None = None,
+    num_workers: int = 1,
+) -> list[str]:
+    """Run the recipe(s) of ``recipe_file`` on the embedded runner; returns the store URLs."""
+    import apache_beam as beam
+
+    from .feedstock import load_recipe_module, recipes_in_module
+    from .runners import local_pipeline_options, local_runner, use_runtime_defaults
+
+    module = load_recipe_module(recipe_file)
+    recipes = recipes_in_module(module, recipe_id)
+    stores: list[str] = []
+    with use_runtime_defaults(target_root=target_root):
+        for name, recipe in recipes.items():
+            started = time.monotonic()
+            logger.info("baking recipe %r from %s", name, recipe_file)
+            pipeline = beam.Pipeline(runner=local_runner(num_workers), options=local_pipeline_options(num_workers))
+            outputs = pipeline | recipe
+            result = pipeline.run()
+            result.wait_until_finish()
+            stores.extend(_stores_of(recipe, target_root))
+            logger.info("recipe %r done in %.1f s", name, time.monotonic() - started)
+            del outputs
+    return stores
+
+
+def _stores_of(recipe: object, target_root: str) -> list[str]:
+    """Store URLs a recipe wrote, found from its StoreToZarr parts."""
+    from .transforms import StoreToZarr
+    from .writers import store_url
+
+    parts = getattr(recipe, "_parts", [recipe])
+    found = []
+    for part in parts:
+        if isinstance(part, StoreToZarr):
+            found.append(store_url(part.target_root or target_root, part.store_name))
+        elif hasattr(part, "_parts"):
+            found.extend(_stores_of(part, target_root))
+    return found
+
+
+def _cmd_bake(args: argparse.Namespace) -> int:
+    stores = bake(args.recipe_file, args.target_root, args.recipe_id, args.num_workers)
+    for url in stores:
+        print(f"wrote {url}")
+    return EXIT_OK
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from . import examples
+    from .demo import write_demo_archive
+
+    workdir = Path(args.workdir).resolve()
+    inputs = workdir / "inputs"
+    print(f"arcoforge demo: writing {args.days} daily NetCDF4 files to {inputs} ...", flush=True)
+    write_demo_archive(inputs, ndays=args.days)
+    os.environ["ARCOFORGE_DEMO_INPUTS"] = str(inputs)
+    os.environ["ARCOFORGE_DEMO_DAYS"] = str(args.days)
+    recipe_file = Path(examples.__file__).parent / "daily_sst.py"
+    print(f"baking them with the example recipe {recipe_file.name} "
+          f"({args.num_workers} worker{'s' if args.num_workers > 1 else ''}) ...", flush=True)
+    started = time.monotonic()
+    stores = bake(str(recipe_file), str(workdir / "stores"), num_workers=args.num_workers)
+    elapsed = time.monotonic() - started
+    import xarray as xr
+
+    for url in stores:
+        ds = xr.open_zarr(url)
+        sizes = ", ".join(f"{k}={v}" for k, v in ds.sizes.items())
+        print(f"\nZarr store: {url}  ({sizes}; variables {', '.join(map(str, ds.data_vars))}; {elapsed:.1f} s)")
+        print("Open it with:")
+        print(f'    import xarray as xr; ds = xr.open_zarr("{url}")')
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="arcoforge", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="count", default=1, help="more log output (-vv for debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    bake_parser = sub.add_parser("bake", help="run a recipe file on the embedded Beam runner")
+    bake_parser.add_argument("recipe_file", help="path to a recipe.py")
+    bake_parser.add_argument("--target-root", required=True, help="where stores are written (path or fsspec URL)")
+    bake_parser.add_argument("--recipe-id", help="which recipe object of the file to run (default: `recipe`)")
+    bake_parser.add_argument("--num-workers", type=int, default=1, help="local worker processes (default 1)")
+    bake_parser.set_defaults(run=_cmd_bake)
+
+    demo_parser = sub.add_parser("demo", help="generate a small archive and bake it with an example recipe")
+    demo_parser.add_argument("--workdir", default="arcoforge-demo", help="where inputs and stores go")
+    demo_parser.add_argument("--days", type=int, default=90, help="number of daily files (default 90)")
+    demo_parser.add_argument("--num-workers", type=int, default=1, help="local worker processes (default 1)")
+    demo_parser.set_defaults(run=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(0 if args.quiet else args.verbose)
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        print("arcoforge: interrupted", file=sys.stderr)
+        return EXIT_UNEXPECTED
+    except Exception as error:  # one clear line instead of a traceback wall
+        code, message = classify_failure(error)
+        logger.debug("failure", exc_info=True)
+        print(f"arcoforge: error: {message}", file=sys.stderr)
+        return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from arcoforge import RecipeError
+from arcoforge.chunking import chunk_bounds, chunks_overlapping, resolve_target_chunks, variable_chunks
+from arcoforge.schema import DatasetSchema, VariableSchema
+import numpy as np
+
+
+def make_schema(time_lengths=(12, 12, 12), nlat=10) -> DatasetSchema:
+    total = sum(time_lengths)
+    offsets = list(np.concatenate([[0], np.cumsum(time_lengths)[:-1]]).astype(int))
+    variables = {
+        "tas": VariableSchema("tas", ("time", "lat"), (total, nlat), np.dtype("f4"), {}, {}, False),
+        "time": VariableSchema("time", ("time",), (total,), np.dtype("M8[ns]"), {}, {}, True),
+        "lat": VariableSchema("lat", ("lat",), (nlat,), np.dtype("f8"), {}, {}, True),
+        "lat_bnds": VariableSchema("lat_bnds", ("lat", "bnds"), (nlat, 2), np.dtype("f8"), {}, {}, False),
+    }
+    return DatasetSchema(
+        dims={"time": total, "lat": nlat, "bnds": 2}, variables=variables, attrs={},
+        concat_dims=("time",), merge_dims=(), offsets={"time": offsets}, lengths={"time": list(time_lengths)},
+        concat_coords={}, merge_sources={}, n_inputs=len(time_lengths),
+    )
+
+
+@given(size=st.integers(0, 500), chunk=st.integers(1, 100))
+def test_chunk_bounds_tile_the_dimension(size, chunk):
+    bounds = chunk_bounds(size, chunk)
+    covered = [i for start, stop in bounds for i in range(start, stop)]
+    assert covered == list(range(size))
+    assert all(0 < stop - start <= chunk for start, stop in bounds)
+
+
+@given(start=st.integers(0, 300), length=st.integers(0, 100), chunk=st.integers(1, 50))
+def test_chunks_overlapping_are_exactly_those_touched(start, length, chunk):
+    stop = start + length
+    touched = {i // chunk for i in range(start, stop)}
+    assert set(chunks_overlapping(start, stop, chunk)) == touched
+
+
+def test_defaults_cut_concat_dims_at_file_length_and_keep_others_whole():
+    assert resolve_target_chunks(make_schema(), {}) == {"time": 12, "lat": 10, "bnds": 2}
+
+
+def test_requested_chunks_and_whole_dimension():
+    chunks = resolve_target_chunks(make_schema(), {"time": 5, "lat": -1})
+    assert chunks == {"time": 5, "lat": 10, "bnds": 2}
+    assert resolve_target_chunks(make_schema(), {"time": 1000})["time"] == 36
+
+
+def test_one_dimensional_coordinates_are_one_chunk():
+    schema = make_schema()
+    chunks = variable_chunks(schema, resolve_target_chunks(schema, {"time": 5, "lat": 3}))
+    assert chunks == {"tas": (5, 3), "time": (36,), "lat": (10,), "lat_bnds": (3, 2)}
+
+
+@pytest.mark.parametrize(
+    "target, message",
+    [({"depth": 3}, r"dimensions \['depth'\] that the dataset does not have"),
+     ({"time": 0}, "positive integer"), ({"time": "10"}, "positive integer"), ({"time": 2.5}, "positive integer")],
+)
+def test_bad_target_chunks_are_named(target, message):
+    with pytest.raises(RecipeError, match=message):
+        resolve_target_chunks(make_schema(), target)
