@@ -153,9 +153,10 @@ def test_netcdf3_and_hdf5_group_inputs(tmp_path):
 
 
 def test_recipe_applied_inside_a_plain_beam_pipeline(tmp_path, daily_archive):
+    """As pangeo-forge recipes are run: Beam's default runner, no arcoforge runner code."""
     pattern = af.pattern_from_file_sequence(daily_archive[:4], "time")
     recipe = pgf_recipe(pattern, str(tmp_path), store_name="p.zarr")
-    with beam.Pipeline(runner=local_runner(1), options=local_pipeline_options()) as p:
+    with beam.Pipeline(options=local_pipeline_options()) as p:
         p | recipe
     assert_same_dataset(tmp_path / "p.zarr", reference(daily_archive[:4]))
 
