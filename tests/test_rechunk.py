@@ -1,14 +1,62 @@
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import xarray as xr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from arcoforge import ConcatDim, FilePattern, SchemaError
-from arcoforge.rechunk import combine_fragments, split_fragments
+from arcoforge import ConcatDim, FilePattern, RecipeError, SchemaError
+from arcoforge.rechunk import MEMORY_FACTOR, TaskGrid, assemble_task, input_pieces, plan_task_grid
 from arcoforge.schema import combine_schemas, input_schema
+
+
+@st.composite
+def arrays_and_units(draw):
+    ndim = draw(st.integers(1, 3))
+    shape = tuple(draw(st.lists(st.integers(1, 40), min_size=ndim, max_size=ndim)))
+    unit = tuple(draw(st.integers(1, s)) for s in shape)
+    concat_axes = draw(st.lists(st.integers(0, ndim - 1), max_size=1, unique=True))
+    itemsize = draw(st.sampled_from([1, 2, 4, 8]))
+    unit_bytes = math.prod(unit) * itemsize
+    max_mem = draw(st.integers(MEMORY_FACTOR * unit_bytes, MEMORY_FACTOR * unit_bytes * 50))
+    return shape, unit, concat_axes, itemsize, max_mem
+
+
+@settings(max_examples=200, deadline=None)
+@given(arrays_and_units())
+def test_every_plan_covers_each_element_once_in_whole_units_within_budget(case):
+    shape, unit, concat_axes, itemsize, max_mem = case
+    grid = plan_task_grid("v", shape, unit, concat_axes, itemsize, max_mem)
+    covered = np.zeros(shape, dtype=int)
+    for task in grid:
+        region = grid.region(task)
+        covered[region] += 1
+        size = math.prod(s.stop - s.start for s in region)
+        assert size * itemsize * MEMORY_FACTOR <= max_mem
+        for s, u, n in zip(region, unit, shape):
+            assert s.start % u == 0, "a task starts inside a write unit"
+            assert s.stop % u == 0 or s.stop == n, "a task ends inside a write unit"
+    assert (covered == 1).all()
+    assert len(grid) == len(list(grid))
+
+
+def test_a_write_unit_larger_than_the_budget_is_refused_with_sizes():
+    with pytest.raises(RecipeError, match=r"variable 'sst': one write unit \(30, 720, 1440\) is 119 MiB.*max_mem=100 MiB"):
+        plan_task_grid("sst", (365, 720, 1440), (30, 720, 1440), [0], 4, 100 * 2**20)
+
+
+def test_tasks_span_non_concat_dims_when_they_fit_so_each_input_is_read_once():
+    grid = plan_task_grid("v", (365, 720, 1440), (30, 360, 720), [0], 4, 2**30)
+    assert grid.task_shape == (30, 720, 1440)
+    assert len(list(grid.tasks_overlapping((17, 0, 0), (18, 720, 1440)))) == 1
+
+
+def test_small_units_grow_along_concat_dims():
+    grid = plan_task_grid("v", (1000, 4), (10, 4), [0], 4, 2**30)
+    assert grid.task_shape == (1000, 4)
 
 
 def build(lengths, nlat):
@@ -17,9 +65,8 @@ def build(lengths, nlat):
     full = np.arange(total * nlat, dtype="float64").reshape(total, nlat)
     datasets, start = [], 0
     for n in lengths:
-        ds = xr.Dataset({"v": (("time", "lat"), full[start:start + n])},
-                        coords={"time": np.arange(start, start + n), "lat": np.arange(nlat)})
-        datasets.append(ds)
+        datasets.append(xr.Dataset({"v": (("time", "lat"), full[start:start + n])},
+                                   coords={"time": np.arange(start, start + n), "lat": np.arange(nlat)}))
         start += n
     schemas = [input_schema(ds, index, ["time"]) for index, ds in zip(pattern, datasets)]
     return pattern, datasets, combine_schemas(schemas, pattern.combine_dim_keys), full
@@ -29,34 +76,40 @@ def build(lengths, nlat):
 @given(
     lengths=st.lists(st.integers(1, 9), min_size=1, max_size=6),
     nlat=st.integers(1, 7),
-    time_chunk=st.integers(1, 12),
-    lat_chunk=st.integers(1, 8),
+    task_time=st.integers(1, 12),
+    task_lat=st.integers(1, 8),
 )
-def test_split_then_combine_rebuilds_every_element_exactly_once(lengths, nlat, time_chunk, lat_chunk):
+def test_pieces_reassemble_every_element_exactly_once(lengths, nlat, task_time, task_lat):
     pattern, datasets, schema, full = build(lengths, nlat)
-    chunks = {"v": (time_chunk, lat_chunk), "lat": (nlat,), "time": (sum(lengths),)}
+    grid = TaskGrid(shape=full.shape, task_shape=(task_time, min(task_lat, nlat)), unit=(1, 1))
     groups: dict = {}
     for index, ds in zip(pattern, datasets):
-        for key, fragment in split_fragments(index, ds, schema, chunks):
-            groups.setdefault(key, []).append(fragment)
+        for key, piece in input_pieces(index, ds, ["v"], {"v": ("time", "lat")},
+                                       schema.input_offsets(index), {"v": grid}):
+            groups.setdefault(key, []).append(piece)
+    assert len(groups) == len(grid)
     rebuilt = np.full_like(full, np.nan)
-    written = np.zeros(full.shape, dtype=int)
-    for key, fragments in groups.items():
-        if key[0] != "v":
-            continue
-        region, values = combine_fragments(key, fragments, schema, chunks)
+    for key, pieces in groups.items():
+        region, values = assemble_task(key, pieces, grid, np.dtype("float64"))
         rebuilt[region] = values
-        written[region] += 1
     np.testing.assert_array_equal(rebuilt, full)
-    assert (written == 1).all()
-    # 'lat' has no concat dim: only the first input contributes it
-    assert [len(v) for k, v in groups.items() if k[0] == "lat"] == [1]
 
 
-def test_a_missing_fragment_is_reported():
+def test_pieces_are_lazy_until_assembled(tmp_path):
+    path = tmp_path / "x.nc"
+    xr.Dataset({"v": (("time", "lat"), np.ones((4, 3)))}).to_netcdf(path, engine="h5netcdf")
+    ds = xr.open_dataset(path, engine="h5netcdf")
+    grid = TaskGrid(shape=(4, 3), task_shape=(2, 3), unit=(1, 1))
+    pattern = FilePattern(lambda time: str(path), ConcatDim("time", [0]))
+    pieces = list(input_pieces(next(iter(pattern)), ds, ["v"], {"v": ("time", "lat")}, {"time": 0}, {"v": grid}))
+    assert len(pieces) == 2
+    assert all(not isinstance(piece._data, np.ndarray) for _, (_, piece) in pieces)
+
+
+def test_a_missing_piece_is_reported():
     pattern, datasets, schema, _ = build([3, 3], 2)
-    chunks = {"v": (6, 2), "lat": (2,), "time": (6,)}
-    fragments = list(split_fragments(next(iter(pattern)), datasets[0], schema, chunks))
-    key, fragment = [f for f in fragments if f[0][0] == "v"][0]
+    grid = TaskGrid(shape=(6, 2), task_shape=(6, 2), unit=(1, 1))
+    key, piece = next(input_pieces(next(iter(pattern)), datasets[0], ["v"], {"v": ("time", "lat")},
+                                   {"time": 0}, {"v": grid}))
     with pytest.raises(SchemaError, match=r"received 6 of its 12 elements"):
-        combine_fragments(key, [fragment], schema, chunks)
+        assemble_task(key, [piece], grid, np.dtype("float64"))

@@ -204,3 +204,54 @@ def test_consolidate_dimension_coordinates_rewrites_chunked_coordinates(tmp_path
     assert group["time"].chunks == (10,)
     assert group["v"].chunks == (3,)
     xr.testing.assert_identical(xr.open_zarr(store).load(), ds)
+
+
+def test_shards_are_written_whole_by_one_worker_each(tmp_path, daily_archive):
+    pattern = af.pattern_from_file_sequence(daily_archive, "time")
+    recipe = pgf_recipe(pattern, str(tmp_path), store_name="sharded.zarr",
+                        target_chunks={"time": 2, "lat": 6}, target_shards={"time": 6, "lat": -1})
+    af.run_local(recipe, num_workers=2)
+    group = zarr.open_group(str(tmp_path / "sharded.zarr"), mode="r")
+    assert group["analysed_sst"].chunks == (2, 6, 24)
+    assert group["analysed_sst"].shards == (6, 12, 24)
+    assert_same_dataset(tmp_path / "sharded.zarr", reference(daily_archive))
+
+
+def test_shards_need_zarr_v3(tmp_path, daily_archive):
+    pattern = af.pattern_from_file_sequence(daily_archive[:2], "time")
+    with pytest.raises(Exception, match="target_shards needs zarr_format=3"):
+        af.run_local(pgf_recipe(pattern, str(tmp_path), store_name="s2.zarr", zarr_format=2,
+                                target_shards={"time": 2}))
+    assert not (tmp_path / "s2.zarr").exists()
+
+
+def test_a_small_max_mem_splits_tasks_and_keeps_every_value(tmp_path, daily_archive):
+    pattern = af.pattern_from_file_sequence(daily_archive, "time")
+    unit_bytes = 5 * 3 * 24 * 8  # one (time=5, lat=3, lon=24) float64 chunk
+    recipe = pgf_recipe(pattern, str(tmp_path), store_name="small.zarr",
+                        target_chunks={"time": 5, "lat": 3}, max_mem=3 * unit_bytes * 2)
+    af.run_local(recipe)
+    assert_same_dataset(tmp_path / "small.zarr", reference(daily_archive))
+
+
+def test_a_chunk_larger_than_max_mem_is_refused_before_writing(tmp_path, daily_archive):
+    pattern = af.pattern_from_file_sequence(daily_archive[:2], "time")
+    with pytest.raises(Exception, match=r"one write unit .* more than max_mem"):
+        af.run_local(pgf_recipe(pattern, str(tmp_path), store_name="big.zarr", max_mem="1kB"))
+    assert not (tmp_path / "big.zarr").exists()
+
+
+def test_target_chunks_by_size_and_by_function(tmp_path, daily_archive):
+    pattern = af.pattern_from_file_sequence(daily_archive, "time")
+    step = 12 * 24 * 4  # bytes of one step of the widest variable (float32 sea_ice_fraction)
+    af.run_local(pgf_recipe(pattern, str(tmp_path), store_name="bysize.zarr", target_chunks={"time": f"{4 * step}B"}))
+    assert zarr.open_group(str(tmp_path / "bysize.zarr"), mode="r")["analysed_sst"].chunks == (4, 12, 24)
+
+    def chunk_by_function(template_ds, steps):
+        assert template_ds.sizes == {"time": 12, "lat": 12, "lon": 24}
+        return {"time": steps, "lat": template_ds.sizes["lat"] // 2}
+
+    af.run_local(pgf_recipe(pattern, str(tmp_path), store_name="byfn.zarr", dynamic_chunking_fn=chunk_by_function,
+                            dynamic_chunking_fn_kwargs={"steps": 3}))
+    assert zarr.open_group(str(tmp_path / "byfn.zarr"), mode="r")["analysed_sst"].chunks == (3, 6, 24)
+    assert_same_dataset(tmp_path / "byfn.zarr", reference(daily_archive))

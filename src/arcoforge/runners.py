@@ -29,6 +29,11 @@ class RuntimeDefaults:
 
     target_root: str | None = None
     storage_options: dict | None = None
+    # Local worker processes sharing this machine's memory, and an override of StoreToZarr.max_mem.
+    num_workers: int = 1
+    max_mem: str | int | None = None
+    # Where workers record progress events (see arcoforge.progress); local bakes only.
+    progress_dir: str | None = None
 
 
 _RUNTIME = RuntimeDefaults()
@@ -92,8 +97,9 @@ def quiet_beam_logging(debug: bool = False) -> None:
 
 def run_local(recipe: beam.PTransform, num_workers: int = 1, **options: Any) -> beam.runners.runner.PipelineResult:
     """Run a recipe on the embedded runner and wait for it to finish."""
-    pipeline = beam.Pipeline(runner=local_runner(num_workers), options=local_pipeline_options(num_workers, **options))
-    _ = pipeline | recipe
+    with use_runtime_defaults(num_workers=num_workers):
+        pipeline = beam.Pipeline(runner=local_runner(num_workers), options=local_pipeline_options(num_workers, **options))
+        _ = pipeline | recipe
     result = pipeline.run()
     result.wait_until_finish()
     return result

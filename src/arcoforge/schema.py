@@ -373,3 +373,21 @@ def combine_schemas(
         n_inputs=len(schemas),
         urls=[s.url for s in schemas],
     )
+
+
+def schema_as_dataset(schema: DatasetSchema) -> xr.Dataset:
+    """A lazy Dataset with the combined structure: what ``dynamic_chunking_fn`` is given.
+
+    Data are dask arrays that are never computed; concat coordinates hold their values.
+    """
+    import dask.array
+
+    variables = {}
+    for name, variable in schema.variables.items():
+        if name in schema.concat_coords:
+            data = schema.concat_coords[name]
+        else:
+            data = dask.array.empty(variable.shape, dtype=variable.dtype, chunks=-1)
+        variables[name] = xr.Variable(variable.dims, data, attrs=variable.attrs, encoding=dict(variable.encoding))
+    ds = xr.Dataset(variables, attrs=schema.attrs)
+    return ds.set_coords([name for name, v in schema.variables.items() if v.is_coord])

@@ -27,17 +27,20 @@ from apache_beam.metrics import Metrics
 from .errors import ArcoforgeError, InputError, RecipeError, describe_input
 from .openers import open_url, open_with_xarray
 from .patterns import Dimension, FileType, Index, add_query_string_secrets
-from .rechunk import combine_fragments, split_fragments
+from .chunking import parse_size
+from .progress import record_event
+from .rechunk import assemble_task, input_pieces
 from .runners import runtime_defaults
 from .schema import combine_schemas, input_schema
 from .writers import (
+    DEFAULT_MAX_MEM,
     StorePlan,
     consolidate_dimension_coordinates,
     consolidate_metadata,
     plan_store,
     store_url,
     template_dataset,
-    write_chunk,
+    write_region,
     write_template,
 )
 
@@ -122,21 +125,32 @@ class Preprocess(beam.PTransform):
         return pcoll | "Preprocess" >> beam.MapTuple(self._apply)
 
 
-def _write_group(group: tuple, plan: StorePlan, template_url: str) -> int:
-    key, fragments = group
-    name, _ = key
-    region, values = combine_fragments(key, fragments, plan.schema, plan.chunks)
-    written = write_chunk(plan.url, name, region, values, plan.schema.variables[name], plan.storage_options)
-    Metrics.counter(NAMESPACE, "chunks_written").inc()
-    Metrics.counter(NAMESPACE, "bytes_written").inc(written)
-    return written
-
-
-def _split(element: tuple[Index, xr.Dataset], plan: StorePlan):
+def _read_schema(element: tuple[Index, xr.Dataset], concat_dims: list[str], progress_dir: str | None):
     index, ds = element
-    for item in split_fragments(index, ds, plan.schema, plan.chunks):
-        Metrics.counter(NAMESPACE, "fragments").inc()
-        yield item
+    schema = input_schema(ds, index, concat_dims)
+    Metrics.counter(NAMESPACE, "inputs_read").inc()
+    record_event(progress_dir, "input", index=repr(index))
+    return schema
+
+
+def _pieces(element: tuple[Index, xr.Dataset], plan: StorePlan):
+    index, ds = element
+    schema = plan.schema
+    variables = [name for name in plan.grids if schema.writes_variable(index, name)]
+    dims_of = {name: schema.variables[name].dims for name in variables}
+    yield from input_pieces(index, ds, variables, dims_of, schema.input_offsets(index), plan.grids)
+
+
+def _write_task(group: tuple, plan: StorePlan, template_url: str, progress_dir: str | None) -> int:
+    key, pieces = group
+    name = key[0]
+    variable = plan.schema.variables[name]
+    region, values = assemble_task(key, pieces, plan.grids[name], variable.dtype)
+    written = write_region(plan.url, name, region, values, variable, plan.storage_options)
+    Metrics.counter(NAMESPACE, "tasks_written").inc()
+    Metrics.counter(NAMESPACE, "bytes_written").inc(values.nbytes)
+    record_event(progress_dir, "task", store=plan.url, variable=name, nbytes=int(values.nbytes))
+    return written
 
 
 @dataclass
@@ -144,21 +158,32 @@ class StoreToZarr(beam.PTransform):
     """Combine ``(index, Dataset)`` inputs into one Zarr store, rechunked on the way.
 
     The inputs' schemas are combined and checked before anything is written;
-    then the template is written, each target chunk is assembled from its
-    fragments and written by one worker, and metadata is consolidated last.
-    Outputs a PCollection holding the store URL.
+    then the template is written; each write task (whole chunks, or whole
+    shards) is assembled from the pieces of the inputs it overlaps and written
+    by one worker; metadata is consolidated last. Outputs a PCollection
+    holding the store URL.
 
     ``target_root`` may be left out when the recipe is run by ``arcoforge bake
-    --target-root``. ``zarr_format`` is 3 by default; 2 on request.
+    --target-root``. ``target_chunks`` takes lengths, ``-1`` or byte sizes per
+    dimension, or one byte size (``"100MB"``); ``dynamic_chunking_fn(template_ds,
+    **dynamic_chunking_fn_kwargs)`` may compute them instead. ``target_shards``
+    (Zarr v3) groups chunks into shards, each written whole by one worker.
+    ``max_mem`` bounds the array data a bake holds at once (split between local
+    worker processes; per worker on distributed runners). ``zarr_format`` is 3
+    by default; 2 on request.
     """
 
     combine_dims: list[Dimension]
     store_name: str
     target_root: str | None = None
-    target_chunks: dict[str, int] = field(default_factory=dict)
+    target_chunks: dict[str, int | str] | str = field(default_factory=dict)
+    dynamic_chunking_fn: Callable[..., dict[str, int]] | None = None
+    dynamic_chunking_fn_kwargs: dict[str, Any] = field(default_factory=dict)
     attrs: dict[str, Any] = field(default_factory=dict)
     encoding: dict[str, dict[str, Any]] = field(default_factory=dict)
     zarr_format: int = 3
+    target_shards: dict[str, int] | None = None
+    max_mem: int | str = DEFAULT_MAX_MEM
     storage_options: dict | None = None
 
     def _url(self) -> str:
@@ -172,20 +197,30 @@ class StoreToZarr(beam.PTransform):
 
     def expand(self, datasets: beam.PCollection) -> beam.PCollection:
         url = self._url()
-        storage_options = self.storage_options or runtime_defaults().storage_options
+        runtime = runtime_defaults()
+        storage_options = self.storage_options or runtime.storage_options
+        progress_dir = runtime.progress_dir
         combine_dims = list(self.combine_dims)
         concat_dims = [d.name for d in combine_dims if d.operation.name == "CONCAT"]
-        target_chunks, attrs, encoding, zarr_format = (
-            dict(self.target_chunks), dict(self.attrs), dict(self.encoding), self.zarr_format,
+        # A local bake shares one machine's memory between its worker processes.
+        max_mem = parse_size(runtime.max_mem or self.max_mem, "max_mem") // max(runtime.num_workers, 1)
+        plan_kwargs = dict(
+            target_chunks=self.target_chunks, attrs=dict(self.attrs), encoding=dict(self.encoding),
+            zarr_format=self.zarr_format, storage_options=storage_options, target_shards=self.target_shards,
+            max_mem=max_mem, dynamic_chunking_fn=self.dynamic_chunking_fn,
+            dynamic_chunking_fn_kwargs=dict(self.dynamic_chunking_fn_kwargs),
         )
 
         def make_plan(input_schemas: list) -> StorePlan:
-            schema = combine_schemas(input_schemas, combine_dims)
-            return plan_store(schema, url, target_chunks, attrs, encoding, zarr_format, storage_options)
+            plan = plan_store(combine_schemas(input_schemas, combine_dims), url, **plan_kwargs)
+            record_event(progress_dir, "plan", store=url, n_inputs=plan.schema.n_inputs,
+                         n_tasks=plan.n_tasks, nbytes=plan.nbytes)
+            return plan
 
         def write_store_template(plan: StorePlan) -> str:
-            write_template(plan.url, template_dataset(plan.schema, plan.chunks, plan.attrs, plan.zarr_encoding, plan.zarr_format),
-                           plan.zarr_format, plan.storage_options)
+            template = template_dataset(plan.schema, plan.chunks, plan.attrs, plan.zarr_encoding,
+                                        plan.zarr_format, plan.shards)
+            write_template(plan.url, template, plan.zarr_format, plan.storage_options)
             return plan.url
 
         def finish(_total: int, plan: StorePlan) -> str:
@@ -195,7 +230,7 @@ class StoreToZarr(beam.PTransform):
 
         plan = (
             datasets
-            | "Read input schemas" >> beam.MapTuple(lambda index, ds: input_schema(ds, index, concat_dims))
+            | "Read input schemas" >> beam.Map(_read_schema, concat_dims=concat_dims, progress_dir=progress_dir)
             | "Collect schemas" >> beam.combiners.ToList()
             | "Plan store" >> beam.Map(make_plan)
         )
@@ -203,10 +238,10 @@ class StoreToZarr(beam.PTransform):
         template = plan | "Write template" >> beam.Map(write_store_template)
         written = (
             datasets
-            | "Split into fragments" >> beam.FlatMap(_split, plan=plan_view)
-            | "Group by target chunk" >> beam.GroupByKey()
-            | "Write chunks" >> beam.Map(_write_group, plan=plan_view,
-                                              template_url=beam.pvalue.AsSingleton(template))
+            | "Cut inputs into pieces" >> beam.FlatMap(_pieces, plan=plan_view)
+            | "Group by write task" >> beam.GroupByKey()
+            | "Write tasks" >> beam.Map(_write_task, plan=plan_view, progress_dir=progress_dir,
+                                        template_url=beam.pvalue.AsSingleton(template))
         )
         return (
             written

@@ -11,24 +11,38 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import dask.array
 import numpy as np
+from dask.utils import format_bytes
 import xarray as xr
 import zarr
 
-from .chunking import resolve_target_chunks, variable_chunks
+from .chunking import (
+    TargetChunks,
+    describe_chunks,
+    parse_size,
+    resolve_target_chunks,
+    resolve_target_shards,
+    variable_chunks,
+    variable_shards,
+)
 from .errors import RecipeError
-from .schema import CF_ENCODING_KEYS, DatasetSchema, VariableSchema
+from .rechunk import TaskGrid, plan_task_grid
+from .schema import CF_ENCODING_KEYS, DatasetSchema, VariableSchema, schema_as_dataset
 
 logger = logging.getLogger(__name__)
 
 # Encoding keys that choose how Zarr stores an array rather than what values mean.
 ZARR_ENCODING_KEYS = ("compressors", "compressor", "filters", "serializer", "shards", "object_codec")
+
+
+DEFAULT_MAX_MEM = "1GB"
 
 
 @dataclass
@@ -38,29 +52,53 @@ class StorePlan:
     url: str
     schema: DatasetSchema
     chunks: dict[str, tuple[int, ...]]
+    grids: dict[str, TaskGrid]
+    shards: dict[str, tuple[int, ...] | None] = field(default_factory=dict)
     zarr_format: int = 3
     attrs: dict[str, Any] = field(default_factory=dict)
     zarr_encoding: dict[str, dict[str, Any]] = field(default_factory=dict)
     storage_options: dict | None = None
+    max_mem: int = 0
+
+    @property
+    def n_tasks(self) -> int:
+        return sum(len(grid) for grid in self.grids.values())
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of decoded array data the bake writes (concat coordinates excluded)."""
+        return sum(
+            math.prod(v.shape) * v.dtype.itemsize
+            for name, v in self.schema.variables.items()
+            if name in self.grids
+        )
 
 
 def plan_store(
     schema: DatasetSchema,
     url: str,
-    target_chunks: Mapping[str, int] | None = None,
+    target_chunks: TargetChunks = None,
     attrs: Mapping[str, Any] | None = None,
     encoding: Mapping[str, Mapping[str, Any]] | None = None,
     zarr_format: int = 3,
     storage_options: dict | None = None,
+    target_shards: Mapping[str, int] | None = None,
+    max_mem: int | str = DEFAULT_MAX_MEM,
+    dynamic_chunking_fn: Callable[..., Mapping[str, int]] | None = None,
+    dynamic_chunking_fn_kwargs: Mapping[str, Any] | None = None,
 ) -> StorePlan:
-    """Resolve chunks and apply the recipe's encoding overrides to a combined schema.
+    """Resolve chunks, shards and write tasks, and apply encoding overrides, for a combined schema.
 
     ``encoding`` maps variable names to CF keys (``units``, ``calendar``,
     ``dtype``, ``_FillValue``, ``scale_factor``, ``add_offset``) and Zarr keys
-    (``compressors``, ``filters``, ``serializer``).
+    (``compressors``, ``filters``, ``serializer``). ``max_mem`` bounds the array
+    data one worker holds while writing (see :mod:`arcoforge.rechunk`).
     """
     if zarr_format not in (2, 3):
         raise RecipeError(f"zarr_format must be 2 or 3, got {zarr_format!r}")
+    if target_shards and zarr_format != 3:
+        raise RecipeError("target_shards needs zarr_format=3: Zarr v2 has no shards")
+    max_mem_bytes = parse_size(max_mem, "max_mem")
     schema = copy.deepcopy(schema)
     zarr_encoding: dict[str, dict[str, Any]] = {}
     for name, overrides in (encoding or {}).items():
@@ -82,15 +120,43 @@ def plan_store(
         if variable.dtype.kind == "M" and "units" not in variable.encoding:
             # Without fixed units each chunk would pick its own epoch.
             variable.encoding.update(units="seconds since 1970-01-01", calendar="standard", dtype="<f8")
-    chunks = variable_chunks(schema, resolve_target_chunks(schema, target_chunks))
+    if dynamic_chunking_fn is not None:
+        if target_chunks:
+            raise RecipeError("pass either target_chunks or dynamic_chunking_fn, not both")
+        target_chunks = dynamic_chunking_fn(schema_as_dataset(schema), **dict(dynamic_chunking_fn_kwargs or {}))
+    dim_chunks = resolve_target_chunks(schema, target_chunks)
+    chunks = variable_chunks(schema, dim_chunks)
+    shards = variable_shards(schema, chunks, resolve_target_shards(schema, dim_chunks, target_shards))
+    grids = {}
+    for name, variable in schema.variables.items():
+        if name in schema.concat_coords:
+            continue  # written whole with the template
+        grids[name] = plan_task_grid(
+            name,
+            variable.shape,
+            shards[name] or chunks[name],
+            [axis for axis, dim in enumerate(variable.dims) if dim in schema.concat_dims],
+            variable.dtype.itemsize if variable.dtype.kind != "O" else 64,
+            max_mem_bytes,
+        )
+    logger.info(
+        "plan for %s: chunks %s%s; %d write tasks within max_mem=%s",
+        url, describe_chunks(dim_chunks),
+        f", shards {describe_chunks(resolve_target_shards(schema, dim_chunks, target_shards) or {})}"
+        if target_shards else "",
+        sum(len(g) for g in grids.values()), format_bytes(max_mem_bytes),
+    )
     return StorePlan(
         url=url,
         schema=schema,
         chunks=chunks,
+        grids=grids,
+        shards=shards,
         zarr_format=zarr_format,
         attrs=dict(attrs or {}),
         zarr_encoding=zarr_encoding,
         storage_options=storage_options,
+        max_mem=max_mem_bytes,
     )
 
 
@@ -142,6 +208,7 @@ def template_dataset(
     attrs: Mapping[str, Any] | None = None,
     zarr_encoding: Mapping[str, Mapping[str, Any]] | None = None,
     zarr_format: int = 3,
+    shards: Mapping[str, tuple[int, ...] | None] | None = None,
 ) -> xr.Dataset:
     """A lazy, already CF-encoded Dataset with the store's structure.
 
@@ -159,11 +226,14 @@ def template_dataset(
             sample_shape = (1,) * len(variable.dims)
             sample = _sample_value(variable).reshape(sample_shape) if variable.dims else _sample_value(variable)[0]
             encoded = encode_variable(name, sample, variable)
-            data = dask.array.zeros(variable.shape, dtype=encoded.dtype, chunks=chunks[name] or ())
+            lazy_chunks = (shards or {}).get(name) or chunks[name] or ()
+            data = dask.array.zeros(variable.shape, dtype=encoded.dtype, chunks=lazy_chunks)
         var_attrs = dict(encoded.attrs)
         for key, value in variable.attrs.items():
             var_attrs.setdefault(key, value)
         encoding: dict[str, Any] = {"chunks": chunks[name]}
+        if shards and shards.get(name):
+            encoding["shards"] = shards[name]
         if "_FillValue" in var_attrs:
             encoding["_FillValue"] = var_attrs.pop("_FillValue")
             if zarr_format == 3:
@@ -202,7 +272,7 @@ def write_template(
     logger.info("wrote store template %s (%d variables)", url, len(template.variables))
 
 
-def write_chunk(
+def write_region(
     url: str,
     name: str,
     region: tuple[slice, ...],
@@ -210,7 +280,7 @@ def write_chunk(
     variable: VariableSchema,
     storage_options: dict | None = None,
 ) -> int:
-    """Encode one assembled chunk and write it into its region; returns bytes written."""
+    """Encode an assembled region of whole chunks (or shards) and write it; returns bytes written."""
     encoded = encode_variable(name, values, variable)
     array = zarr.open_array(store=open_store(url, storage_options), path=name, mode="r+")
     data = np.asarray(encoded.values)
