@@ -227,9 +227,11 @@ def test_shards_need_zarr_v3(tmp_path, daily_archive):
 
 def test_a_small_max_mem_splits_tasks_and_keeps_every_value(tmp_path, daily_archive):
     pattern = af.pattern_from_file_sequence(daily_archive, "time")
-    unit_bytes = 5 * 3 * 24 * 8  # one (time=5, lat=3, lon=24) float64 chunk
+    # one (time=5, lat=3, lon=24) chunk of packed float64 sst (3 x 8 bytes an element at work)
+    # and of float32 ice (2 x 4): tasks of two chunks, each variable on its own
+    unit_bytes = 5 * 3 * 24 * 3 * 8
     recipe = pgf_recipe(pattern, str(tmp_path), store_name="small.zarr",
-                        target_chunks={"time": 5, "lat": 3}, max_mem=3 * unit_bytes * 2)
+                        target_chunks={"time": 5, "lat": 3}, max_mem=2 * unit_bytes)
     af.run_local(recipe)
     assert_same_dataset(tmp_path / "small.zarr", reference(daily_archive))
 

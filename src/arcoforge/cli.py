@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -70,27 +71,38 @@ def bake(
     target_root: str,
     recipe_id: str | None = None,
     num_workers: int = 1,
+    max_mem: str | None = None,
 ) -> list[str]:
-    """Run the recipe(s) of ``recipe_file`` on the embedded runner; returns the store URLs."""
+    """Run the recipe(s) of ``recipe_file`` on the embedded runner; returns the store URLs.
+
+    Progress is shown while it runs (a bar on a terminal, log lines otherwise),
+    and a summary logged at the end of each recipe.
+    """
     import apache_beam as beam
 
     from .feedstock import load_recipe_module, recipes_in_module
+    from .progress import ProgressReporter
     from .runners import local_pipeline_options, local_runner, use_runtime_defaults
 
     module = load_recipe_module(recipe_file)
     recipes = recipes_in_module(module, recipe_id)
     stores: list[str] = []
-    with use_runtime_defaults(target_root=target_root):
-        for name, recipe in recipes.items():
-            started = time.monotonic()
-            logger.info("baking recipe %r from %s", name, recipe_file)
+    for name, recipe in recipes.items():
+        logger.info("baking recipe %r from %s with %d worker(s)", name, recipe_file, num_workers)
+        with tempfile.TemporaryDirectory(prefix="arcoforge-progress-") as progress_dir, use_runtime_defaults(
+            target_root=target_root, num_workers=num_workers, max_mem=max_mem, progress_dir=progress_dir
+        ):
             pipeline = beam.Pipeline(runner=local_runner(num_workers), options=local_pipeline_options(num_workers))
-            outputs = pipeline | recipe
-            result = pipeline.run()
-            result.wait_until_finish()
-            stores.extend(_stores_of(recipe, target_root))
-            logger.info("recipe %r done in %.1f s", name, time.monotonic() - started)
-            del outputs
+            _ = pipeline | recipe
+            with ProgressReporter(progress_dir) as reporter:
+                pipeline.run().wait_until_finish()
+            summary = reporter.progress.summary()
+        stores.extend(_stores_of(recipe, target_root))
+        logger.info(
+            "recipe %r done: %d inputs, %d write tasks, %.0f MiB in %.1f s (%.1f MiB/s)",
+            name, summary["inputs"], summary["write_tasks"], summary["bytes_written"] / 2**20,
+            summary["seconds"], summary["mib_per_second"],
+        )
     return stores
 
 
@@ -110,7 +122,7 @@ def _stores_of(recipe: object, target_root: str) -> list[str]:
 
 
 def _cmd_bake(args: argparse.Namespace) -> int:
-    stores = bake(args.recipe_file, args.target_root, args.recipe_id, args.num_workers)
+    stores = bake(args.recipe_file, args.target_root, args.recipe_id, args.num_workers, args.max_mem)
     for url in stores:
         print(f"wrote {url}")
     return EXIT_OK
@@ -154,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     bake_parser.add_argument("--target-root", required=True, help="where stores are written (path or fsspec URL)")
     bake_parser.add_argument("--recipe-id", help="which recipe object of the file to run (default: `recipe`)")
     bake_parser.add_argument("--num-workers", type=int, default=1, help="local worker processes (default 1)")
+    bake_parser.add_argument("--max-mem", help="memory budget for array data of the whole bake, e.g. 2GB "
+                             "(default: each StoreToZarr's max_mem, 1GB)")
     bake_parser.set_defaults(run=_cmd_bake)
 
     demo_parser = sub.add_parser("demo", help="generate a small archive and bake it with an example recipe")

@@ -2,10 +2,10 @@
 
 Each variable of the store is tiled into *write tasks*: regions made of whole
 write units (chunks, or shards when sharding) that one worker assembles and
-writes. A task is sized so that its buffer, the encoded copy and the pieces
-being read fit in ``max_mem`` (see :data:`MEMORY_FACTOR`); when a whole
-write unit cannot, planning fails with a clear error rather than a worker
-running out of memory.
+writes. A task is sized so that its working memory — the assembled buffer and
+the copies encoding makes, counted by the caller as bytes per element — fits
+in ``max_mem``; when a whole write unit cannot, planning fails with a clear
+error rather than a worker running out of memory.
 
 What travels through the shuffle is not array data: each input contributes,
 to every task it overlaps, a *piece* — its global start and a lazily indexed
@@ -30,8 +30,6 @@ from .chunking import chunks_overlapping
 from .errors import RecipeError, SchemaError, describe_input
 from .patterns import Index
 
-# A task holds its assembled buffer, the CF-encoded copy, and transient read pieces.
-MEMORY_FACTOR = 3
 # Tasks grow along concat dimensions up to this size, to keep per-task overhead small.
 TASK_TARGET_BYTES = 128 * 2**20
 
@@ -74,34 +72,37 @@ def plan_task_grid(
     shape: Sequence[int],
     unit: Sequence[int],
     concat_axes: Sequence[int],
-    itemsize: int,
+    bytes_per_element: int,
     max_mem: int,
 ) -> TaskGrid:
     """Tile an array of ``shape`` into tasks of whole ``unit`` blocks that fit in ``max_mem``.
+
+    ``bytes_per_element`` is the working memory a task needs per element of its
+    region (all variables it writes, with their encoding copies).
 
     Tasks start as one unit along concat axes and the whole extent along the
     others; the largest other axis is halved until the task fits. A task then
     grows along concat axes up to :data:`TASK_TARGET_BYTES` (fewer, larger
     tasks cost less overhead).
 
-    >>> plan_task_grid("v", (365, 720, 1440), (30, 720, 1440), [0], 4, 2**30).task_shape
+    >>> plan_task_grid("v", (365, 720, 1440), (30, 720, 1440), [0], 8, 2**30).task_shape
     (30, 720, 1440)
-    >>> plan_task_grid("v", (20, 3600, 7200), (20, 900, 1800), [0], 4, 2**30).task_shape
-    (20, 1800, 1800)
+    >>> plan_task_grid("v", (20, 3600, 7200), (20, 900, 1800), [0], 8, 2**30).task_shape
+    (20, 1800, 3600)
     """
     shape, unit = tuple(int(s) for s in shape), tuple(max(int(u), 1) for u in unit)
-    budget = max_mem // MEMORY_FACTOR
-    unit_bytes = math.prod(unit) * itemsize
+    budget = max_mem
+    unit_bytes = math.prod(unit) * bytes_per_element
     if unit_bytes > budget:
         raise RecipeError(
-            f"variable {name!r}: one write unit {unit} is {unit_bytes / 2**20:.0f} MiB and needs about "
-            f"{MEMORY_FACTOR * unit_bytes / 2**20:.0f} MiB to assemble, encode and write, more than "
-            f"max_mem={max_mem / 2**20:.0f} MiB; use smaller target_chunks (or target_shards) or raise max_mem"
+            f"variable {name!r}: one write unit {unit} needs about {unit_bytes / 2**20:.0f} MiB to assemble, "
+            f"encode and write, more than max_mem={max_mem / 2**20:.0f} MiB; "
+            "use smaller target_chunks (or target_shards) or raise max_mem"
         )
     units = [1 if axis in concat_axes else max(math.ceil(s / u), 1) for axis, (s, u) in enumerate(zip(shape, unit))]
 
     def task_bytes() -> int:
-        return math.prod(min(n * u, max(s, 1)) for n, u, s in zip(units, unit, shape)) * itemsize
+        return math.prod(min(n * u, max(s, 1)) for n, u, s in zip(units, unit, shape)) * bytes_per_element
 
     while task_bytes() > budget:
         splittable = [a for a in range(len(shape)) if a not in concat_axes and units[a] > 1]
@@ -118,44 +119,62 @@ def plan_task_grid(
     return TaskGrid(shape=shape, task_shape=task_shape, unit=unit)
 
 
+def group_variables(layouts: dict[str, tuple]) -> dict[str, list[str]]:
+    """Group variables that share dimensions, shape and write unit, so one task writes them all.
+
+    Reading an input then opens it once per task rather than once per variable.
+    Groups are named after their first variable.
+
+    >>> group_variables({"a": (("t",), (4,), (2,)), "b": (("t",), (4,), (2,)), "c": (("x",), (3,), (3,))})
+    {'a': ['a', 'b'], 'c': ['c']}
+    """
+    groups: dict[tuple, list[str]] = {}
+    for name, layout in layouts.items():
+        groups.setdefault(layout, []).append(name)
+    return {names[0]: names for names in groups.values()}
+
+
 def input_pieces(
     index: Index,
     ds: xr.Dataset,
-    variables: Iterable[str],
+    groups: dict[str, list[str]],
     dims_of: dict[str, tuple[str, ...]],
     offsets: dict[str, int],
     grids: dict[str, TaskGrid],
 ) -> Iterator[tuple[TaskKey, Piece]]:
     """The pieces of one input, keyed by the write task each belongs to.
 
-    Pieces are lazily indexed variables: nothing is read here.
+    ``groups`` maps a task group to its variables (all of one shape). A piece is
+    ``(global start, {variable: lazily indexed Variable})``: nothing is read here.
     """
-    for name in variables:
-        if name not in ds.variables:
-            raise SchemaError(
-                f"{describe_input(index, ds.encoding.get('source'))} lacks variable {name!r} "
-                "that the schema expected (was it dropped by a preprocessor?)"
-            )
-        variable = ds.variables[name]
-        dims = dims_of[name]
-        if tuple(variable.dims) != dims:
-            variable = variable.transpose(*dims)
-        variable = xr.Variable(variable.dims, variable._data, attrs={})  # drop attrs and encoding
-        start = tuple(offsets.get(dim, 0) for dim in dims)
-        stop = tuple(a + n for a, n in zip(start, variable.shape))
-        grid = grids[name]
+    for group, names in groups.items():
+        variables = {}
+        for name in names:
+            if name not in ds.variables:
+                raise SchemaError(
+                    f"{describe_input(index, ds.encoding.get('source'))} lacks variable {name!r} "
+                    "that the schema expected (was it dropped by a preprocessor?)"
+                )
+            variable = ds.variables[name]
+            if tuple(variable.dims) != dims_of[name]:
+                variable = variable.transpose(*dims_of[name])
+            variables[name] = xr.Variable(variable.dims, variable._data)  # without attrs and encoding
+        first = variables[names[0]]
+        start = tuple(offsets.get(dim, 0) for dim in first.dims)
+        stop = tuple(a + n for a, n in zip(start, first.shape))
+        grid = grids[group]
         for task in grid.tasks_overlapping(start, stop):
             region = grid.region(task)
             lo = tuple(max(r.start, a) for r, a in zip(region, start))
             hi = tuple(min(r.stop, b) for r, b in zip(region, stop))
             local = tuple(slice(a - s, b - s) for a, b, s in zip(lo, hi, start))
-            yield (name, tuple(task)), (lo, variable[local] if variable.ndim else variable)
+            yield (group, tuple(task)), (lo, {n: (v[local] if v.ndim else v) for n, v in variables.items()})
 
 
 def assemble_task(
-    key: TaskKey, pieces: Iterable[Piece], grid: TaskGrid, dtype: np.dtype
-) -> tuple[tuple[slice, ...], np.ndarray]:
-    """Read a task's pieces into one array covering its region.
+    key: TaskKey, pieces: Iterable[Piece], grid: TaskGrid, dtypes: dict[str, np.dtype]
+) -> tuple[tuple[slice, ...], dict[str, np.ndarray]]:
+    """Read a task's pieces into one array per variable covering its region.
 
     Raises :class:`SchemaError` if the pieces do not cover the region exactly,
     which means an input is missing or was given twice.
@@ -163,18 +182,19 @@ def assemble_task(
     region = grid.region(key[1])
     shape = tuple(s.stop - s.start for s in region)
     pieces = list(pieces)
-    if len(pieces) == 1 and pieces[0][1].shape == shape:
-        return region, np.asarray(pieces[0][1].values).astype(dtype, copy=False)
-    out = np.empty(shape, dtype=dtype)
+    if len(pieces) == 1 and next(iter(pieces[0][1].values())).shape == shape:
+        return region, {n: np.asarray(v.values).astype(dtypes[n], copy=False) for n, v in pieces[0][1].items()}
+    out = {name: np.empty(shape, dtype=dtype) for name, dtype in dtypes.items()}
     covered = 0
-    for start, piece in pieces:
-        local = tuple(slice(a - r.start, a - r.start + n) for a, r, n in zip(start, region, piece.shape))
-        out[local] = piece.values
+    for start, variables in pieces:
+        for name, piece in variables.items():
+            local = tuple(slice(a - r.start, a - r.start + n) for a, r, n in zip(start, region, piece.shape))
+            out[name][local] = piece.values
         covered += piece.size
     expected = math.prod(shape)
     if covered != expected:
         raise SchemaError(
-            f"write task {key[1]} of variable {key[0]!r} received {covered} of its {expected} elements "
+            f"write task {key[1]} of {sorted(dtypes)} received {covered} of its {expected} elements "
             f"from {len(pieces)} pieces; an input is missing or was given twice"
         )
     return region, out

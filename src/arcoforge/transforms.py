@@ -136,21 +136,23 @@ def _read_schema(element: tuple[Index, xr.Dataset], concat_dims: list[str], prog
 def _pieces(element: tuple[Index, xr.Dataset], plan: StorePlan):
     index, ds = element
     schema = plan.schema
-    variables = [name for name in plan.grids if schema.writes_variable(index, name)]
-    dims_of = {name: schema.variables[name].dims for name in variables}
-    yield from input_pieces(index, ds, variables, dims_of, schema.input_offsets(index), plan.grids)
+    groups = {group: names for group, names in plan.groups.items() if schema.writes_variable(index, group)}
+    dims_of = {name: schema.variables[name].dims for names in groups.values() for name in names}
+    yield from input_pieces(index, ds, groups, dims_of, schema.input_offsets(index), plan.grids)
 
 
-def _write_task(group: tuple, plan: StorePlan, template_url: str, progress_dir: str | None) -> int:
-    key, pieces = group
-    name = key[0]
-    variable = plan.schema.variables[name]
-    region, values = assemble_task(key, pieces, plan.grids[name], variable.dtype)
-    written = write_region(plan.url, name, region, values, variable, plan.storage_options)
+def _write_task(task: tuple, plan: StorePlan, template_url: str, progress_dir: str | None) -> int:
+    key, pieces = task
+    variables = {name: plan.schema.variables[name] for name in plan.groups[key[0]]}
+    region, arrays = assemble_task(key, pieces, plan.grids[key[0]], {n: v.dtype for n, v in variables.items()})
+    nbytes = 0
+    for name, values in arrays.items():
+        write_region(plan.url, name, region, values, variables[name], plan.storage_options)
+        nbytes += values.nbytes
     Metrics.counter(NAMESPACE, "tasks_written").inc()
-    Metrics.counter(NAMESPACE, "bytes_written").inc(values.nbytes)
-    record_event(progress_dir, "task", store=plan.url, variable=name, nbytes=int(values.nbytes))
-    return written
+    Metrics.counter(NAMESPACE, "bytes_written").inc(nbytes)
+    record_event(progress_dir, "task", store=plan.url, variables=sorted(arrays), nbytes=nbytes)
+    return nbytes
 
 
 @dataclass
