@@ -3,10 +3,24 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+from pathlib import Path
 
 import pytest
 
+from arcoforge import stac
 from arcoforge.demo import write_demo_archive
+
+# The official STAC schemas, laid out by URL: shared/stac-schemas beside the repository in CI.
+SCHEMAS_DIR = Path(os.environ.get(stac.SCHEMAS_ENV) or Path(__file__).parents[1].parent / "shared" / "stac-schemas")
+
+
+@pytest.fixture(scope="session")
+def schemas_dir() -> Path:
+    if not SCHEMAS_DIR.is_dir():
+        pytest.skip(f"the official STAC JSON schemas are not at {SCHEMAS_DIR}: put the shared/stac-schemas "
+                    f"folder beside the repository, or point {stac.SCHEMAS_ENV} at a copy")
+    return SCHEMAS_DIR
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -54,6 +55,32 @@ def test_bake_a_recipe_file_with_a_helper_module(tmp_path, recipe_dir, daily_arc
     assert f"wrote {target}/cli.zarr" in result.stdout
     expected = xr.open_mfdataset(daily_archive, engine="h5netcdf")
     xr.testing.assert_equal(xr.open_zarr(target / "cli.zarr").load(), expected.load())
+
+
+def test_bake_writes_a_valid_stac_collection_and_the_stac_command_checks_it(tmp_path, recipe_dir, schemas_dir,
+                                                                            capsys):
+    target = tmp_path / "stores"
+    code = main(["-q", "bake", str(recipe_dir / "recipe.py"), "--target-root", str(target),
+                 "--stac-schemas", str(schemas_dir)])
+    assert code == EXIT_OK
+    collection = target / "stac" / "cli" / "collection.json"
+    assert f"wrote STAC collection {collection}" in capsys.readouterr().out
+    assert (target / "stac" / "cli" / "quicklook.png").exists()
+    document = json.loads(collection.read_text())
+    assert document["assets"]["zarr"]["href"] == str(target / "cli.zarr")
+    assert len(document["arcoforge:provenance"]["recipe_sha256"]) == 64
+    assert xr.open_zarr(target / "cli.zarr").attrs["arcoforge_recipe_sha256"] == \
+        document["arcoforge:provenance"]["recipe_sha256"]
+    assert main(["stac", "validate", str(target / "stac" / "catalog.json"), "--schemas", str(schemas_dir)]) == EXIT_OK
+
+    document["license"] = 42
+    collection.write_text(json.dumps(document))
+    assert main(["stac", "validate", str(collection), "--schemas", str(schemas_dir)]) == EXIT_INPUT
+    assert "license" in capsys.readouterr().err
+
+    # `arcoforge stac STORE` rebuilds it in place
+    assert main(["-q", "stac", str(target / "cli.zarr"), "--schemas", str(schemas_dir)]) == EXIT_OK
+    assert json.loads(collection.read_text())["license"] != 42
 
 
 def test_bad_input_gives_one_line_and_exit_code_3(tmp_path, daily_archive, capsys):

@@ -252,7 +252,10 @@ def check_against_reference(
         xr.testing.assert_identical(result.variables[name], reference.variables[name])
     # Global attributes: those every input agrees on (per-file ids and dates are dropped).
     agreed = agreed_global_attrs(paths)
-    assert set(result.attrs) == set(agreed)
+    provenance = {key for key in result.attrs if key.startswith("arcoforge_")}
+    assert {"arcoforge_n_inputs", "arcoforge_bake_time", "arcoforge_arcoforge_version"} <= provenance
+    assert result.attrs["arcoforge_n_inputs"] == len(paths)
+    assert set(result.attrs) - provenance == set(agreed)
     for key, value in agreed.items():
         assert _attr_equal(result.attrs[key], value), f"global attribute {key!r}"
 

@@ -21,6 +21,7 @@ from PIL import Image
 import arcoforge as af
 from arcoforge import stac
 
+# the same folder the `schemas_dir` fixture of conftest.py gives
 SCHEMAS_DIR = Path(os.environ.get(stac.SCHEMAS_ENV) or Path(__file__).parents[1].parent / "shared" / "stac-schemas")
 
 META = {
@@ -37,14 +38,6 @@ META = {
     "keywords": ["sst", "ocean"],
     "maintainers": [{"name": "A. Scientist", "github": "ascientist"}],
 }
-
-
-@pytest.fixture(scope="session")
-def schemas_dir() -> Path:
-    if not SCHEMAS_DIR.is_dir():
-        pytest.skip(f"the official STAC JSON schemas are not at {SCHEMAS_DIR}: put the shared/stac-schemas "
-                    f"folder beside the repository, or point {stac.SCHEMAS_ENV} at a copy")
-    return SCHEMAS_DIR
 
 
 def bake(paths, target_root, store_name, zarr_format):

@@ -257,3 +257,16 @@ def test_target_chunks_by_size_and_by_function(tmp_path, daily_archive):
                             dynamic_chunking_fn_kwargs={"steps": 3}))
     assert zarr.open_group(str(tmp_path / "byfn.zarr"), mode="r")["analysed_sst"].chunks == (3, 6, 24)
     assert_same_dataset(tmp_path / "byfn.zarr", reference(daily_archive))
+
+
+def test_write_stac_after_store_to_zarr(tmp_path, daily_archive, schemas_dir):
+    pattern = af.pattern_from_file_sequence(daily_archive[:3], "time")
+    recipe = pgf_recipe(pattern, str(tmp_path), store_name="s.zarr") | af.WriteSTAC(
+        collection_id="daily", metadata={"title": "Daily", "provenance": {"license": "CC0-1.0"}},
+        schemas_dir=str(schemas_dir))
+    af.run_local(recipe)
+    catalog = json.loads((tmp_path / "stac" / "catalog.json").read_text())
+    assert [link["href"] for link in catalog["links"] if link["rel"] == "child"] == ["./daily/collection.json"]
+    collection = json.loads((tmp_path / "stac" / "daily" / "collection.json").read_text())
+    assert collection["title"] == "Daily" and collection["license"] == "CC0-1.0"
+    assert collection["arcoforge:provenance"]["n_inputs"] == 3

@@ -37,6 +37,7 @@ from .transforms import (
     OpenWithXarray,
     Preprocess,
     StoreToZarr,
+    WriteSTAC,
 )
 
 try:
@@ -63,6 +64,7 @@ __all__ = [
     "RecipeError",
     "SchemaError",
     "StoreToZarr",
+    "WriteSTAC",
     "pattern_from_file_sequence",
     "run_local",
     "use_runtime_defaults",

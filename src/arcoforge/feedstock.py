@@ -23,6 +23,9 @@ from .errors import RecipeError
 
 logger = logging.getLogger(__name__)
 
+# Folders of the recipe files loaded in this process.
+_RECIPE_FOLDERS: set[str] = set()
+
 
 def _register_by_value(module: ModuleType) -> None:
     from apache_beam.internal.cloudpickle import cloudpickle as beam_cloudpickle
@@ -46,6 +49,16 @@ def load_recipe_module(path: str | os.PathLike) -> ModuleType:
         raise RecipeError(f"recipe file {path} does not exist")
     folder = str(path.parent)
     module_name = f"arcoforge_recipe_{abs(hash(str(path))):x}"
+    # Helper modules of recipes loaded before (a `helpers.py` in another feedstock) must not
+    # stand in for this recipe's own.
+    for name, loaded in list(sys.modules.items()):
+        file = getattr(loaded, "__file__", None)
+        if file and any(os.path.abspath(file).startswith(other + os.sep) for other in _RECIPE_FOLDERS - {folder}):
+            del sys.modules[name]
+    for other in _RECIPE_FOLDERS - {folder}:
+        while other in sys.path:
+            sys.path.remove(other)
+    _RECIPE_FOLDERS.add(folder)
     before = set(sys.modules)
     if folder not in sys.path:
         sys.path.insert(0, folder)

@@ -34,6 +34,8 @@ class RuntimeDefaults:
     max_mem: str | int | None = None
     # Where workers record progress events (see arcoforge.progress); local bakes only.
     progress_dir: str | None = None
+    # What the runner knows of the recipe (recipe_id, recipe_sha256, pattern_sha256), for provenance.
+    provenance: dict | None = None
 
 
 _RUNTIME = RuntimeDefaults()

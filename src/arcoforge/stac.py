@@ -1140,6 +1140,74 @@ def write_collection(
     return path
 
 
+def collection_id_for(store_url: str) -> str:
+    """The default collection id of a store: its name without ``.zarr``.
+
+    >>> collection_id_for("s3://bucket/out/daily-sst.zarr/")
+    'daily-sst'
+    """
+    name = str(store_url).rstrip("/").rsplit("/", 1)[-1]
+    return name[: -len(".zarr")] if name.endswith(".zarr") else name
+
+
+def write_store_collection(
+    store_url: str,
+    output_root: str,
+    *,
+    collection_id: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    storage_options: dict | None = None,
+    provenance: Mapping[str, Any] | None = None,
+    schemas_dir: str | os.PathLike | None = None,
+    quicklook: bool = True,
+    update_catalog: bool = True,
+) -> str:
+    """Build, write and (with a schema folder) validate the collection of one finished store.
+
+    What ``arcoforge bake`` and :class:`~arcoforge.transforms.WriteSTAC` do per
+    store. The schema folder is ``schemas_dir`` or ``$ARCOFORGE_STAC_SCHEMAS``;
+    without either, validation is skipped (and logged). An invalid document is
+    an :class:`~arcoforge.errors.ArcoforgeError` naming the failing fields.
+    Returns the collection's path.
+    """
+    from .errors import ArcoforgeError
+
+    record = dict(provenance or {})
+    dataset = open_store_dataset(store_url, storage_options)
+    for key in ("n_inputs", "bake_time", "recipe_sha256", "pattern_sha256"):
+        stored = dataset.attrs.get(f"arcoforge_{key}")
+        if stored is not None:
+            record.setdefault(key, stored.item() if hasattr(stored, "item") else stored)
+    collection = build_collection(
+        store_url,
+        collection_id or collection_id_for(store_url),
+        metadata=metadata,
+        storage_options=storage_options,
+        provenance=record or None,
+        dataset=dataset,
+    )
+    path = write_collection(collection, output_root, dataset=dataset, storage_options=storage_options,
+                            quicklook=quicklook, catalog=update_catalog)
+    schemas = schemas_dir or default_schemas_dir()
+    if schemas:
+        errors = validate_stac_file(path, schemas)
+        if update_catalog:
+            errors += validate_stac_file(_join(output_root, STAC_FOLDER, CATALOG_NAME), schemas)
+        if errors:
+            raise ArcoforgeError("STAC documents do not validate: " + "; ".join(errors))
+    else:
+        logger.info("STAC validation skipped: no schema folder (set %s or pass --stac-schemas)", SCHEMAS_ENV)
+    return path
+
+
+def link_collection(output_root: str, collection_path: str, storage_options: dict | None = None) -> dict[str, Any]:
+    """Link a written collection from ``<output_root>/stac/catalog.json``."""
+    document = _read_json(collection_path)
+    if document is None:
+        raise ValueError(f"{collection_path}: no such collection")
+    return update_catalog(_join(output_root, STAC_FOLDER, CATALOG_NAME), document)
+
+
 # ---------------------------------------------------------------------------------------------
 # Validation against the official JSON schemas, offline
 

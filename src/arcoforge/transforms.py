@@ -32,6 +32,7 @@ from .progress import record_event
 from .rechunk import assemble_task, input_pieces
 from .runners import runtime_defaults
 from .schema import combine_schemas, input_schema
+from .stac import link_collection, provenance, provenance_attrs, write_store_collection
 from .writers import (
     DEFAULT_MAX_MEM,
     StorePlan,
@@ -213,8 +214,13 @@ class StoreToZarr(beam.PTransform):
             dynamic_chunking_fn_kwargs=dict(self.dynamic_chunking_fn_kwargs),
         )
 
+        known_provenance = dict(runtime.provenance or {})
+
         def make_plan(input_schemas: list) -> StorePlan:
-            plan = plan_store(combine_schemas(input_schemas, combine_dims), url, **plan_kwargs)
+            schema = combine_schemas(input_schemas, combine_dims)
+            record = {**provenance(n_inputs=schema.n_inputs), **known_provenance}
+            kwargs = {**plan_kwargs, "attrs": {**plan_kwargs["attrs"], **provenance_attrs(record)}}
+            plan = plan_store(schema, url, **kwargs)
             record_event(progress_dir, "plan", store=url, n_inputs=plan.schema.n_inputs,
                          n_tasks=plan.n_tasks, nbytes=plan.nbytes)
             return plan
@@ -285,3 +291,54 @@ class ConsolidateMetadata(beam.PTransform):
             return url
 
         return stores | "Consolidate metadata" >> beam.Map(consolidate)
+
+
+@dataclass
+class WriteSTAC(beam.PTransform):
+    """Describe each store of the input PCollection (e.g. StoreToZarr's output) in STAC.
+
+    Writes ``<output_root>/stac/<collection_id>/collection.json`` with a
+    quicklook, validates it when a schema folder is given (or named by
+    ``$ARCOFORGE_STAC_SCHEMAS``), then links every collection from the root
+    catalog in one worker, so concurrent collections never race on it.
+    ``metadata`` is a feedstock ``meta.yaml`` dict (title, description,
+    license, providers, keywords). Outputs the collection paths.
+    """
+
+    collection_id: str | None = None
+    output_root: str | None = None  # default: the bake's target root, else each store's parent folder
+    metadata: dict | None = None
+    storage_options: dict | None = None
+    schemas_dir: str | None = None
+    quicklook: bool = True
+
+    def expand(self, stores: beam.PCollection) -> beam.PCollection:
+        runtime = runtime_defaults()
+        # Without one, each store's collection goes beside it, under its parent folder.
+        output_root = self.output_root or runtime.target_root
+        storage_options = self.storage_options or runtime.storage_options
+        record = dict(runtime.provenance or {})
+        collection_id, metadata, schemas_dir, quicklook = (
+            self.collection_id, self.metadata, self.schemas_dir, self.quicklook,
+        )
+
+        def write(store: Any) -> tuple[str, str]:
+            url = _store_url_of(store).rstrip("/")
+            root = str(output_root or url.rsplit("/", 1)[0])
+            return root, write_store_collection(
+                url, root, collection_id=collection_id, metadata=metadata,
+                storage_options=storage_options, provenance=record, schemas_dir=schemas_dir,
+                quicklook=quicklook, update_catalog=False,
+            )
+
+        def link_all(written: list[tuple[str, str]]) -> list[str]:
+            for root, path in written:
+                link_collection(root, path, storage_options)
+            return [path for _, path in written]
+
+        return (
+            stores
+            | "Write collections" >> beam.Map(write)
+            | "Gather collections" >> beam.combiners.ToList()
+            | "Link from catalog" >> beam.FlatMap(link_all)
+        )
