@@ -35,7 +35,7 @@ def _fields(day: int, nlat: int, nlon: int) -> tuple[np.ndarray, np.ndarray]:
     return temperature, wind
 
 
-def write_day(directory: str, day: int, nlat: int, nlon: int) -> str:
+def write_day(directory: str, day: int, nlat: int, nlon: int, hdf5_chunks: tuple | None = None) -> str:
     path = corpus_path(directory, day)
     if os.path.exists(path):
         return path
@@ -53,7 +53,8 @@ def write_day(directory: str, day: int, nlat: int, nlon: int) -> str:
         },
     )
     for name in ("temperature", "wind_speed"):
-        ds[name].encoding.update(zlib=True, complevel=4, chunksizes=(1, nlat, nlon), _FillValue=np.float32(np.nan))
+        ds[name].encoding.update(zlib=True, complevel=4, chunksizes=hdf5_chunks or (1, nlat, nlon),
+                                 _FillValue=np.float32(np.nan))
     ds.time.encoding.update(units="days since 2001-01-01", dtype="int32")
     tmp = path + ".tmp"
     ds.to_netcdf(tmp, engine="h5netcdf")
@@ -62,8 +63,12 @@ def write_day(directory: str, day: int, nlat: int, nlon: int) -> str:
 
 
 def write_corpus(directory: str | os.PathLike, nfiles: int, nlat: int = 720, nlon: int = 1440,
-                 processes: int = 2) -> list[str]:
-    """Write (or reuse) ``nfiles`` daily files in ``directory``; returns their paths in order."""
+                 processes: int = 2, hdf5_chunks: tuple | None = None) -> list[str]:
+    """Write (or reuse) ``nfiles`` daily files in ``directory``; returns their paths in order.
+
+    ``hdf5_chunks`` is the files' own chunking (default: one whole field per chunk).
+    """
     Path(directory).mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor(processes) as pool:
-        return list(pool.map(write_day, [str(directory)] * nfiles, range(nfiles), [nlat] * nfiles, [nlon] * nfiles))
+        return list(pool.map(write_day, [str(directory)] * nfiles, range(nfiles), [nlat] * nfiles,
+                             [nlon] * nfiles, [hdf5_chunks] * nfiles))

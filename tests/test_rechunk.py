@@ -90,8 +90,8 @@ def test_pieces_reassemble_every_element_exactly_once(lengths, nlat, task_time, 
     assert len(groups) == len(grid)
     rebuilt = np.full_like(full, np.nan)
     for key, pieces in groups.items():
-        region, values = assemble_task(key, pieces, grid, {"v": np.dtype("float64")})
-        rebuilt[region] = values["v"]
+        for name, region, values in assemble_task(key, pieces, grid, {"v": np.dtype("float64")}):
+            rebuilt[region] = values
     np.testing.assert_array_equal(rebuilt, full)
 
 
@@ -112,4 +112,10 @@ def test_a_missing_piece_is_reported():
     key, piece = next(input_pieces(next(iter(pattern)), datasets[0], {"v": ["v"]}, {"v": ("time", "lat")},
                                    {"time": 0}, {"v": grid}))
     with pytest.raises(SchemaError, match=r"received 6 of its 12 elements"):
-        assemble_task(key, [piece], grid, {"v": np.dtype("float64")})
+        list(assemble_task(key, [piece], grid, {"v": np.dtype("float64")}))
+
+
+def test_an_append_grid_covers_only_the_new_region():
+    grid = TaskGrid(shape=(10, 3), task_shape=(4, 3), unit=(4, 3), origin=(6, 0))
+    assert [grid.region(t) for t in grid] == [(slice(6, 8), slice(0, 3)), (slice(8, 10), slice(0, 3))]
+    assert len(grid) == 2

@@ -42,6 +42,7 @@ class BakeProgress:
     inputs_read: int = 0
     tasks_done: int = 0
     bytes_written: int = 0
+    skipped: list[dict[str, Any]] = field(default_factory=list)
     started: float = field(default_factory=time.time)
 
     @property
@@ -75,6 +76,8 @@ class BakeProgress:
             self.stores[event["store"]] = event
         elif kind == "input":
             self.inputs_read += 1
+        elif kind == "skipped":
+            self.skipped.append({k: event.get(k) for k in ("index", "url", "error", "stage")})
         elif kind == "task":
             self.tasks_done += 1
             self.bytes_written += int(event.get("nbytes", 0))
@@ -100,6 +103,7 @@ class BakeProgress:
             "bytes_written": self.bytes_written,
             "seconds": round(self.elapsed(), 3),
             "mib_per_second": round(self.rate() / 2**20, 2),
+            "skipped": list(self.skipped),
         }
 
 

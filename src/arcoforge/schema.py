@@ -82,14 +82,28 @@ class DatasetSchema:
     merge_sources: dict[str, tuple[int, ...]]
     n_inputs: int
     urls: list[str | None] = field(default_factory=list)
+    # Appending: the pattern position of the first input along each concat dim, and
+    # the element offset it is written at (the length the store had).
+    position_base: dict[str, int] = field(default_factory=dict)
+    offset_base: dict[str, int] = field(default_factory=dict)
+
+    def _position(self, index: Index, dim: str) -> int:
+        return index.find_position(dim).value - self.position_base.get(dim, 0)
 
     def input_offsets(self, index: Index) -> dict[str, int]:
         """Element offset of an input along each concat dimension."""
-        return {dim: self.offsets[dim][index.find_position(dim).value] for dim in self.concat_dims}
+        return {
+            dim: self.offset_base.get(dim, 0) + self.offsets[dim][self._position(index, dim)]
+            for dim in self.concat_dims
+        }
 
     def input_lengths(self, index: Index) -> dict[str, int]:
         """Length of an input along each concat dimension."""
-        return {dim: self.lengths[dim][index.find_position(dim).value] for dim in self.concat_dims}
+        return {dim: self.lengths[dim][self._position(index, dim)] for dim in self.concat_dims}
+
+    def includes(self, index: Index) -> bool:
+        """Whether the input at ``index`` is one this schema was combined from (appends skip older ones)."""
+        return all(0 <= self._position(index, dim) < len(self.lengths[dim]) for dim in self.concat_dims)
 
     def writes_variable(self, index: Index, name: str) -> bool:
         """Whether the input at ``index`` contributes the values of variable ``name``.
@@ -99,10 +113,10 @@ class DatasetSchema:
         and from the first merge position that holds the variable.
         """
         variable = self.variables[name]
-        if name in self.concat_coords:
-            return False  # written whole with the store template
+        if name in self.concat_coords or not self.includes(index):
+            return False  # written whole with the store template, or already in the store (appends)
         for dim in self.concat_dims:
-            if dim not in variable.dims and index.find_position(dim).value != 0:
+            if dim not in variable.dims and self._position(index, dim) != 0:
                 return False
         merge_position = tuple(index.find_position(dim).value for dim in self.merge_dims)
         return merge_position == self.merge_sources[name]
@@ -242,14 +256,17 @@ def combine_schemas(
     inputs: Iterable[InputSchema],
     combine_dims: Sequence[Dimension],
     nitems_per_file: dict[str, int | None] | None = None,
+    first_positions: dict[str, int] | None = None,
 ) -> DatasetSchema:
     """Check all inputs against each other and combine them into a :class:`DatasetSchema`.
 
     Concat dimensions add up (each input's length is read from the input unless
     ``nitems_per_file`` fixes it); merge dimensions union their variables; every
     other dimension must agree. Problems raise :class:`SchemaError` naming the
-    inputs involved.
+    inputs involved. ``first_positions`` (appending) says where along each concat
+    dimension the inputs start; otherwise they start at position 0.
     """
+    first_positions = dict(first_positions or {})
     schemas = sorted(inputs, key=lambda s: s.index.sort_key())
     if not schemas:
         raise SchemaError("the pattern produced no inputs")
@@ -286,8 +303,9 @@ def combine_schemas(
                     f"{reference.dims[dim]} in {reference.name}, {length} in {schema.name}"
                 )
         positions = sorted(by_position)
-        if positions != list(range(len(positions))):
-            missing = sorted(set(range(max(positions) + 1)) - set(positions))
+        first = first_positions.get(dim, 0)
+        if positions != list(range(first, first + len(positions))):
+            missing = sorted(set(range(first, max(positions) + 1)) - set(positions))
             raise SchemaError(f"no input was given for positions {missing} along {dim!r}")
         lengths[dim] = [by_position[p].dims[dim] for p in positions]
         offsets[dim] = list(np.concatenate([[0], np.cumsum(lengths[dim])[:-1]]).astype(int).tolist())
@@ -372,6 +390,7 @@ def combine_schemas(
         merge_sources=merge_sources,
         n_inputs=len(schemas),
         urls=[s.url for s in schemas],
+        position_base={dim: first_positions.get(dim, 0) for dim in concat_dims if dim in first_positions},
     )
 
 
