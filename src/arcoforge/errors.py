@@ -15,6 +15,10 @@ class InputError(ArcoforgeError):
     """An input file cannot be used: unreadable, or inconsistent with the other inputs."""
 
 
+class InfrastructureError(ArcoforgeError):
+    """Storage, workers or another bake stand in the way; the recipe and inputs may be fine."""
+
+
 class SchemaError(InputError):
     """The inputs do not combine into one dataset (sizes, variables or encodings differ)."""
 

@@ -1,0 +1,152 @@
+"""Appending to a published store: new inputs along one dimension, checked before anything is written.
+
+A complete store records which inputs it holds (``ingested.json`` in its state
+folder, see :mod:`arcoforge.state`) and its length along each concat
+dimension. An append bake combines only the inputs not yet ingested, checks
+them against the store — same variables, dimensions, dtypes and encodings, and
+coordinates that continue the store's strictly increasing axis without
+overlapping it — and extends the store's schema so that write tasks cover only
+the new region. Running the same append again finds nothing new and writes nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from .errors import SchemaError
+from .schema import CF_ENCODING_KEYS, DatasetSchema, InputSchema, _cf_encoding, _same
+from .state import StoreState
+
+logger = logging.getLogger(__name__)
+
+# Encoding keys whose change would make old and new chunks mean different things.
+VALUE_ENCODING_KEYS = ("dtype", "scale_factor", "add_offset", "_FillValue", "missing_value")
+
+
+@dataclass
+class ExistingStore:
+    """What an append needs to know of the store it extends."""
+
+    url: str
+    append_dim: str
+    length: int
+    sizes: dict[str, int]
+    variables: dict[str, tuple[tuple[str, ...], np.dtype, dict[str, Any]]]
+    chunks: dict[str, tuple[int, ...]]
+    shards: dict[str, tuple[int, ...] | None]
+    coordinate: np.ndarray | None
+    ingested: list[str] = field(default_factory=list)
+
+
+def read_existing(url: str, append_dim: str, storage_options: Mapping[str, Any] | None = None) -> ExistingStore | None:
+    """The complete store at ``url`` (``None`` if there is none yet: the first bake creates it).
+
+    A store that exists but never completed cannot be appended to: its bake must
+    be run again (it resumes) first.
+    """
+    import fsspec
+    import zarr
+
+    from .writers import open_store
+
+    state = StoreState(url, storage_options)
+    complete = state.read_json("complete.json")
+    if complete is None:
+        fs, path = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
+        if fs.exists(path):
+            raise SchemaError(
+                f"cannot append to {url}: its bake did not complete; run that bake again (it resumes) first"
+            )
+        return None
+    ds = xr.open_zarr(url, storage_options=dict(storage_options or {}) or None, chunks=None)
+    if append_dim not in ds.dims:
+        raise SchemaError(f"cannot append along {append_dim!r}: {url} has dimensions {sorted(map(str, ds.dims))}")
+    length = int(complete.get("lengths", {}).get(append_dim, ds.sizes[append_dim]))
+    group = zarr.open_group(store=open_store(url, storage_options), mode="r")
+    variables, chunks, shards = {}, {}, {}
+    for name, variable in ds.variables.items():
+        variables[str(name)] = (tuple(map(str, variable.dims)), variable.dtype, _cf_encoding(variable))
+        array = group[str(name)]
+        chunks[str(name)] = tuple(array.chunks)
+        shards[str(name)] = tuple(array.shards) if array.shards else None
+    coordinate = np.asarray(ds[append_dim].values[:length]) if append_dim in ds.variables else None
+    ingested = (state.read_json("ingested.json") or {}).get("urls", [])
+    return ExistingStore(url, append_dim, length, {str(k): int(v) for k, v in ds.sizes.items()}, variables,
+                         chunks, shards, coordinate, list(ingested))
+
+
+def inputs_to_append(inputs: Iterable[InputSchema], existing: ExistingStore) -> list[InputSchema]:
+    """The inputs the store does not hold yet (by URL)."""
+    held = set(existing.ingested)
+    return [schema for schema in inputs if schema.url not in held]
+
+
+def extend_schema(existing: ExistingStore, schema: DatasetSchema) -> DatasetSchema:
+    """Check new inputs against the store and return the schema of the store after the append.
+
+    Raises :class:`SchemaError`, before anything is written, when the new inputs
+    add or lack variables, change a dimension, dtype or value encoding, or have
+    coordinates that overlap the store's or do not increase.
+    """
+    dim = existing.append_dim
+    new, old = set(schema.variables), set(existing.variables)
+    if new != old:
+        problems = []
+        if new - old:
+            problems.append(f"have variables {sorted(new - old)} that the store lacks")
+        if old - new:
+            problems.append(f"lack variables {sorted(old - new)} that the store has")
+        raise SchemaError(f"cannot append to {existing.url}: the new inputs " + " and ".join(problems))
+    for size_dim, size in schema.dims.items():
+        if size_dim != dim and existing.sizes.get(size_dim) != size:
+            raise SchemaError(
+                f"cannot append to {existing.url}: dimension {size_dim!r} has size {size} in the new inputs, "
+                f"{existing.sizes.get(size_dim)} in the store"
+            )
+    extended = copy.deepcopy(schema)
+    for name, variable in extended.variables.items():
+        dims, dtype, encoding = existing.variables[name]
+        if variable.dims != dims:
+            raise SchemaError(f"cannot append to {existing.url}: variable {name!r} has dimensions "
+                              f"{variable.dims} in the new inputs, {dims} in the store")
+        if variable.dtype != dtype:
+            raise SchemaError(f"cannot append to {existing.url}: variable {name!r} has dtype {variable.dtype} "
+                              f"in the new inputs, {dtype} in the store")
+        if variable.is_time_like:
+            calendars = (variable.encoding.get("calendar"), encoding.get("calendar"))
+            if calendars[0] != calendars[1]:
+                raise SchemaError(f"cannot append to {existing.url}: variable {name!r} uses calendar "
+                                  f"{calendars[0]!r} in the new inputs, {calendars[1]!r} in the store")
+        else:
+            for key in VALUE_ENCODING_KEYS:
+                if not _same(variable.encoding.get(key), encoding.get(key)):
+                    raise SchemaError(
+                        f"cannot append to {existing.url}: variable {name!r} changes its encoding: {key} is "
+                        f"{variable.encoding.get(key)!r} in the new inputs, {encoding.get(key)!r} in the store"
+                    )
+        # New values are written with the store's own encoding (time units included).
+        variable.encoding = {k: encoding[k] for k in CF_ENCODING_KEYS if k in encoding}
+        if dim in variable.dims:
+            axis = variable.dims.index(dim)
+            variable.shape = tuple(n + existing.length if i == axis else n for i, n in enumerate(variable.shape))
+    if dim in schema.concat_coords and existing.coordinate is not None:
+        new_values = schema.concat_coords[dim]
+        combined = np.concatenate([existing.coordinate, new_values])
+        if len(combined) > 1 and not bool(np.all(combined[1:] > combined[:-1])):
+            last = existing.coordinate[-1] if len(existing.coordinate) else None
+            overlap = [str(v) for v in new_values if last is not None and v <= last][:3]
+            detail = (f"values {overlap} overlap the store, which ends at {last}" if overlap
+                      else "the new values do not increase")
+            raise SchemaError(f"cannot append to {existing.url} along {dim!r}: {detail}; "
+                              "the axis must stay strictly increasing")
+        extended.concat_coords[dim] = combined
+    extended.dims[dim] = existing.length + schema.dims[dim]
+    extended.offset_base[dim] = existing.length
+    return extended

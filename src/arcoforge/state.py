@@ -1,0 +1,228 @@
+"""What a bake records beside its store, so it can be resumed, published atomically and guarded.
+
+The state of the store ``<root>/<name>`` lives in ``<root>/.arcoforge/<name>/``,
+outside the store, so readers of the store never see it:
+
+- ``plan.json``: the fingerprint of the write plan; a rerun whose plan has the
+  same fingerprint resumes instead of starting over;
+- ``done/<group>/<task>``: one empty marker per write task whose chunks are all
+  written; a resumed bake skips those tasks;
+- ``root/``: the store's root group metadata, held back while the bake runs so
+  that readers of the store find no group (``GroupNotFoundError``) rather than
+  fill values standing in for chunks not yet written;
+- ``complete.json``: written last, once the root metadata is published and consolidated;
+- ``lease.json``: who is writing the store, until when; a second bake of the
+  same store fails clearly instead of interleaving writes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import fsspec
+
+from .errors import InfrastructureError
+
+logger = logging.getLogger(__name__)
+
+STATE_FOLDER = ".arcoforge"
+# Root group metadata documents of each Zarr format: written last, when a bake is complete.
+ROOT_KEYS = {2: (".zgroup", ".zattrs"), 3: ("zarr.json",)}
+CONSOLIDATED_KEYS = {2: (".zmetadata",), 3: ()}
+
+
+class LeaseError(InfrastructureError):
+    """Another bake holds the store: two writers would interleave their chunks."""
+
+
+def state_url(store_url: str) -> str:
+    """Where the state of a store lives: beside it, in ``.arcoforge/<store name>``.
+
+    >>> state_url("s3://bucket/out/sst.zarr")
+    's3://bucket/out/.arcoforge/sst.zarr'
+    """
+    parent, _, name = store_url.rstrip("/").rpartition("/")
+    return f"{parent}/{STATE_FOLDER}/{name}" if parent else f"{STATE_FOLDER}/{name}"
+
+
+def fingerprint(document: Any) -> str:
+    """A stable digest of a JSON-able description (of a write plan)."""
+    return hashlib.sha256(json.dumps(document, sort_keys=True, default=repr).encode()).hexdigest()
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class StoreState:
+    """The state folder of one store, on any fsspec filesystem."""
+
+    def __init__(self, store_url: str, storage_options: Mapping[str, Any] | None = None):
+        self.store_url = store_url.rstrip("/")
+        self.fs, self.store_path = fsspec.core.url_to_fs(self.store_url, **dict(storage_options or {}))
+        _, self.path = fsspec.core.url_to_fs(state_url(self.store_url), **dict(storage_options or {}))
+
+    # -- small JSON documents -------------------------------------------------------------
+    def _file(self, *parts: str) -> str:
+        return "/".join([self.path, *parts])
+
+    def read_json(self, name: str) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.fs.cat_file(self._file(name)))
+        except FileNotFoundError:
+            return None
+
+    def write_json(self, name: str, document: Mapping[str, Any]) -> None:
+        self._write(self._file(name), json.dumps(document, indent=2, default=str).encode())
+
+    def _is_local(self) -> bool:
+        protocol = self.fs.protocol
+        return bool({"file", "local"} & set(protocol if isinstance(protocol, (tuple, list)) else (protocol,)))
+
+    def _write(self, path: str, data: bytes) -> None:
+        self.fs.makedirs(self.fs._parent(path), exist_ok=True)
+        if self._is_local():
+            tmp = f"{path}.tmp-{os.getpid()}"
+            with self.fs.open(tmp, "wb") as out:
+                out.write(data)
+            self.fs.mv(tmp, path)  # a rename: readers see the old or the new document, never half
+        else:
+            self.fs.pipe_file(path, data)  # object stores replace whole objects
+
+    def remove(self, name: str) -> None:
+        try:
+            self.fs.rm(self._file(name), recursive=True)
+        except FileNotFoundError:
+            pass
+
+    # -- the plan and the tasks done -------------------------------------------------------
+    def plan_fingerprint(self) -> str | None:
+        document = self.read_json("plan.json")
+        return document.get("fingerprint") if document else None
+
+    def start(self, plan_fingerprint: str, description: Mapping[str, Any]) -> None:
+        """Forget any earlier attempt and record the plan a fresh bake follows."""
+        for name in ("done", "root", "complete.json", "plan.json"):
+            self.remove(name)
+        self.write_json("plan.json", {"fingerprint": plan_fingerprint, "plan": dict(description),
+                                      "started": _now().isoformat()})
+
+    def start_append(self, plan_fingerprint: str, description: Mapping[str, Any]) -> None:
+        """Record the plan of an append; the store stays published (``complete.json`` is kept)."""
+        self.remove("done")
+        self.write_json("plan.json", {"fingerprint": plan_fingerprint, "plan": dict(description),
+                                      "started": _now().isoformat()})
+
+    def mark_done(self, task_id: str) -> None:
+        self._write(self._file("done", task_id), b"")
+
+    def done_tasks(self) -> set[str]:
+        root = self._file("done")
+        try:
+            found = self.fs.find(root)
+        except FileNotFoundError:
+            return set()
+        prefix = root.rstrip("/") + "/"
+        return {path[len(prefix):] for path in found if path.startswith(prefix) and ".tmp-" not in path}
+
+    def is_complete(self, plan_fingerprint: str | None = None) -> bool:
+        """Whether the store is complete (with ``plan_fingerprint``: completed by that plan)."""
+        document = self.read_json("complete.json")
+        if document is None:
+            return False
+        return plan_fingerprint is None or document.get("fingerprint") == plan_fingerprint
+
+    def ingested(self) -> list[str]:
+        return list((self.read_json("ingested.json") or {}).get("urls", []))
+
+    def record_ingested(self, urls: Iterable[str | None]) -> None:
+        """Remember which inputs the store holds, so that an append takes only new ones."""
+        self.write_json("ingested.json", {"urls": [url for url in urls if url]})
+
+    # -- holding back and publishing the root metadata ---------------------------------------
+    def hold_root(self, documents: Mapping[str, bytes]) -> None:
+        for key, data in documents.items():
+            self._write(self._file("root", key), data)
+
+    def publish_root(self, zarr_format: int) -> None:
+        """Put the held-back root metadata in the store: readers can now find the group."""
+        for key in ROOT_KEYS[zarr_format]:
+            held = self._file("root", key)
+            if self.fs.exists(held):
+                self._write(f"{self.store_path}/{key}", self.fs.cat_file(held))
+
+    def mark_complete(self, info: Mapping[str, Any]) -> None:
+        self.write_json("complete.json", {**dict(info), "completed": _now().isoformat()})
+        self.remove("root")
+        self.remove("done")
+
+    # -- the lease -------------------------------------------------------------------------
+    def acquire_lease(self, owner: str, ttl_seconds: float, break_lease: bool = False) -> dict[str, Any]:
+        """Take the lease on the store for ``owner``, or fail naming who holds it.
+
+        A lease of another owner, live or expired, is broken only with ``break_lease``:
+        an expired one most likely belongs to a bake that died, but a clock or a
+        slow bake could be wrong, and interleaved writes are worse than a rerun.
+        """
+        current = self.read_json("lease.json")
+        now = _now()
+        if current and current.get("owner") != owner:
+            expires = dt.datetime.fromisoformat(current["expires"])
+            state = "expired" if expires < now else "held"
+            if not break_lease:
+                raise LeaseError(
+                    f"{self.store_url} is being written by another bake (lease {state}: owner {current['owner']}, "
+                    f"host {current.get('host')}, pid {current.get('pid')}, since {current.get('acquired')}, "
+                    f"until {current['expires']}); if that bake is no longer running, rerun with --break-lease "
+                    "(StoreToZarr(break_lease=True))"
+                )
+            logger.warning("breaking the %s lease of %s on %s", state, current["owner"], self.store_url)
+        lease = {
+            "owner": owner,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "acquired": now.isoformat(),
+            "expires": (now + dt.timedelta(seconds=ttl_seconds)).isoformat(),
+        }
+        if current is None and self._is_local():
+            # No lease yet: create it exclusively, so of two bakes starting together one wins.
+            path = self._file("lease.json")
+            self.fs.makedirs(self.fs._parent(path), exist_ok=True)
+            try:
+                with open(path, "x") as out:
+                    json.dump(lease, out, indent=2)
+            except FileExistsError:
+                return self.acquire_lease(owner, ttl_seconds, break_lease)
+            return lease
+        self.write_json("lease.json", lease)
+        written = self.read_json("lease.json")
+        if not written or written.get("owner") != owner:  # another bake wrote at the same moment
+            raise LeaseError(f"{self.store_url}: another bake took the lease at the same moment; rerun later")
+        return lease
+
+    def release_lease(self, owner: str) -> None:
+        current = self.read_json("lease.json")
+        if current and current.get("owner") == owner:
+            self.remove("lease.json")
+
+
+def new_owner() -> str:
+    """An id for one bake, unique across hosts and processes."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def task_id(group: str, task: Iterable[int]) -> str:
+    """The marker name of a write task.
+
+    >>> task_id("sst", (3, 0, 0))
+    'sst/3.0.0'
+    """
+    return f"{group}/{'.'.join(str(i) for i in task)}"

@@ -1,0 +1,131 @@
+"""Appending new inputs to a published store, idempotently, with checks before anything is written."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import apache_beam as beam
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+
+import arcoforge as af
+from arcoforge.demo import write_demo_archive
+from arcoforge.state import StoreState
+
+
+@pytest.fixture(scope="module")
+def days(tmp_path_factory):
+    return write_demo_archive(tmp_path_factory.mktemp("days"), ndays=10, nlat=6, nlon=12, start=dt.date(2001, 2, 20))
+
+
+def recipe(paths, target, **kwargs):
+    pattern = af.pattern_from_file_sequence(paths, "time")
+    return (
+        beam.Create(pattern.items())
+        | af.OpenURLWithFSSpec()
+        | af.OpenWithXarray(file_type=pattern.file_type)
+        | af.StoreToZarr(target_root=str(target), store_name="a.zarr", combine_dims=pattern.combine_dim_keys,
+                         target_chunks={"time": 4}, append_dim="time", **kwargs)
+    )
+
+
+def reference(paths):
+    return xr.open_mfdataset(paths, engine="h5netcdf", combine="nested", concat_dim="time").load()
+
+
+def chunk_mtimes(store):
+    return {p: p.stat().st_mtime_ns for p in store.rglob("*") if p.is_file() and "c" in p.parts}
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_append_then_append_again_is_a_no_op(tmp_path, days, zarr_format):
+    af.run_local(recipe(days[:6], tmp_path, zarr_format=zarr_format))
+    store = tmp_path / "a.zarr"
+    units = xr.open_zarr(store).time.encoding["units"]
+    af.run_local(recipe(days, tmp_path, zarr_format=zarr_format))  # the pattern grew by 4 days
+    appended = xr.open_zarr(store)
+    xr.testing.assert_equal(appended.load().drop_attrs(), reference(days).drop_attrs())
+    assert appended.time.encoding["units"] == units  # new days counted from the store's epoch
+    assert zarr.open_group(str(store), mode="r")["time"].chunks == (10,)  # still one chunk
+    assert StoreState(str(store)).ingested() == days
+
+    before = {p: p.read_bytes() for p in store.rglob("*") if p.is_file() and p.name not in ("zarr.json", ".zmetadata")}
+    af.run_local(recipe(days, tmp_path, zarr_format=zarr_format))
+    after = {p: p.read_bytes() for p in store.rglob("*") if p.is_file() and p.name not in ("zarr.json", ".zmetadata")}
+    assert after == before
+
+
+def write_day(path, day, **changes):
+    ds = xr.open_dataset(day, engine="h5netcdf").load()
+    for name, value in changes.items():
+        value(ds)
+    ds.to_netcdf(path, engine="h5netcdf")
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda ds: ds.drop_vars("sea_ice_fraction"), r"lack variables \['sea_ice_fraction'\]"),
+        (lambda ds: ds.__setitem__("sea_ice_fraction", ds.sea_ice_fraction.astype("float64")), "has dtype float64"),
+        (lambda ds: ds.analysed_sst.encoding.update(scale_factor=0.02), "changes its encoding: scale_factor"),
+    ],
+)
+def test_inputs_that_change_the_store_are_refused_before_writing(tmp_path, days, change, message):
+    af.run_local(recipe(days[:6], tmp_path))
+    store = tmp_path / "a.zarr"
+    before = chunk_mtimes(store)
+
+    def changed(ds):
+        result = change(ds)
+        return result if isinstance(result, xr.Dataset) else ds
+
+    bad = tmp_path / "bad.nc"
+    ds = xr.open_dataset(days[6], engine="h5netcdf").load()
+    ds = changed(ds)
+    ds.to_netcdf(bad, engine="h5netcdf")
+    with pytest.raises(Exception, match=message):
+        af.run_local(recipe(days[:6] + [str(bad)], tmp_path))
+    assert chunk_mtimes(store) == before
+    assert xr.open_zarr(store).sizes["time"] == 6
+    assert StoreState(str(store)).read_json("lease.json") is None  # released: nothing was written
+
+
+def test_overlapping_or_backwards_time_is_refused(tmp_path, days):
+    af.run_local(recipe(days[:6], tmp_path))
+    # a "new" file whose day is one the store has
+    with pytest.raises(Exception, match=r"along 'time': values .* overlap the store, which ends at"):
+        af.run_local(recipe(days[:6] + [write_day(tmp_path / "dup.nc", days[3])], tmp_path))
+    assert xr.open_zarr(tmp_path / "a.zarr").sizes["time"] == 6
+
+
+def test_appending_to_an_unfinished_store_is_refused(tmp_path, days):
+    af.run_local(recipe(days[:6], tmp_path))
+    StoreState(str(tmp_path / "a.zarr")).remove("complete.json")  # as if that bake had died
+    with pytest.raises(Exception, match="its bake did not complete; run that bake again"):
+        af.run_local(recipe(days, tmp_path))
+
+
+def test_cli_append_flag(tmp_path, days):
+    from arcoforge.cli import main
+
+    (tmp_path / "r.py").write_text(
+        "import apache_beam as beam\n"
+        "from arcoforge import OpenURLWithFSSpec, OpenWithXarray, StoreToZarr, pattern_from_file_sequence\n"
+        f"pattern = pattern_from_file_sequence({days[:7]!r}, 'time')\n"
+        "recipe = (beam.Create(pattern.items()) | OpenURLWithFSSpec() | OpenWithXarray()\n"
+        "          | StoreToZarr(store_name='a.zarr', combine_dims=pattern.combine_dim_keys))\n"
+    )
+    target = tmp_path / "out"
+    assert main(["-q", "bake", str(tmp_path / "r.py"), "--target-root", str(target), "--no-stac"]) == 0
+    first_chunk = next((target / "a.zarr" / "analysed_sst" / "c").rglob("*"))
+    while first_chunk.is_dir():
+        first_chunk = next(first_chunk.iterdir())
+    written = first_chunk.stat().st_mtime_ns
+    (tmp_path / "r.py").write_text((tmp_path / "r.py").read_text().replace(repr(days[:7]), repr(days)))
+    assert main(["-q", "bake", str(tmp_path / "r.py"), "--target-root", str(target), "--no-stac", "--append"]) == 0
+    np.testing.assert_array_equal(xr.open_zarr(target / "a.zarr").time.values, reference(days).time.values)
+    assert first_chunk.stat().st_mtime_ns == written  # appended, not baked again
+    assert StoreState(str(target / "a.zarr")).ingested() == days

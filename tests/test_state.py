@@ -1,0 +1,185 @@
+"""Bakes that survive failure: kill -9 and resume, atomic publish, leases."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import xarray as xr
+
+from arcoforge.demo import write_demo_archive
+from arcoforge.state import LeaseError, StoreState, state_url, task_id
+
+RECIPE = textwrap.dedent('''
+    import apache_beam as beam
+    from arcoforge import OpenURLWithFSSpec, OpenWithXarray, StoreToZarr, pattern_from_file_sequence
+
+    pattern = pattern_from_file_sequence({paths!r}, "time")
+    recipe = (
+        beam.Create(pattern.items())
+        | OpenURLWithFSSpec()
+        | OpenWithXarray(file_type=pattern.file_type)
+        # one write task per day: (1, 360, 720) x (packed float64 + float32) fits 9 MB, two do not
+        | StoreToZarr(store_name="r.zarr", combine_dims=pattern.combine_dim_keys,
+                      target_chunks={{"time": 1}}, max_mem="9MB")
+    )
+''')
+N_DAYS = 40
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    return write_demo_archive(tmp_path_factory.mktemp("days"), ndays=N_DAYS, nlat=360, nlon=720)
+
+
+def write_recipe(folder: Path, paths) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    recipe = folder / "recipe.py"
+    recipe.write_text(RECIPE.format(paths=list(paths)))
+    return recipe
+
+
+def bake_command(recipe: Path, target: Path, *extra: str, verbose: bool = False) -> list[str]:
+    return [sys.executable, "-m", "arcoforge.cli", *([] if verbose else ["-q"]), "bake", str(recipe),
+            "--target-root", str(target), "--no-stac", *extra]
+
+
+def chunk_hashes(store: Path) -> dict[str, str]:
+    """sha256 of every chunk file (metadata documents, which carry the bake time, left out)."""
+    skip = {"zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"}
+    return {
+        str(path.relative_to(store)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(store.rglob("*")) if path.is_file() and path.name not in skip
+    }
+
+
+def done_count(target: Path) -> int:
+    done = target / ".arcoforge" / "r.zarr" / "done"
+    return sum(1 for p in done.rglob("*") if p.is_file()) if done.exists() else 0
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, archive):
+    """An uninterrupted bake, to compare chunk bytes with."""
+    root = tmp_path_factory.mktemp("reference")
+    recipe = write_recipe(root / "recipe", archive)
+    subprocess.run(bake_command(recipe, root / "out"), check=True, capture_output=True, timeout=300)
+    store = root / "out" / "r.zarr"
+    return chunk_hashes(store), xr.open_zarr(store).load()
+
+
+@pytest.mark.parametrize("kill_after_tasks", [0, N_DAYS // 2, "all"])
+def test_kill_9_then_resume_gives_byte_identical_chunks(tmp_path, archive, reference, kill_after_tasks):
+    expected_hashes, expected = reference
+    n_tasks = N_DAYS + 2  # a task per day, and one each for the lat and lon coordinates
+    target = tmp_path / "out"
+    recipe = write_recipe(tmp_path / "recipe", archive)
+    process = subprocess.Popen(bake_command(recipe, target), start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wanted = n_tasks if kill_after_tasks == "all" else kill_after_tasks
+    plan = target / ".arcoforge" / "r.zarr" / "plan.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (plan.exists() and done_count(target) >= wanted):
+        if process.poll() is not None:
+            break  # it finished first: resuming must then do nothing
+        time.sleep(0.005)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    complete = (target / ".arcoforge" / "r.zarr" / "complete.json").exists()
+    killed_at = n_tasks if complete else done_count(target)
+    assert killed_at >= wanted
+
+    store = target / "r.zarr"
+    if not complete:
+        # Readers find no group rather than fill values standing in for missing chunks.
+        with pytest.raises(Exception, match="(?i)no group"):
+            xr.open_zarr(store)
+
+    if not complete:
+        # The dead bake's lease is in the way until broken explicitly.
+        again = subprocess.run(bake_command(recipe, target), capture_output=True, text=True, timeout=300)
+        assert again.returncode == 4, again.stderr
+        assert "--break-lease" in again.stderr and "being written by another bake" in again.stderr
+
+    resumed = subprocess.run(bake_command(recipe, target, "--break-lease", verbose=True), capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"{killed_at} of {n_tasks} write tasks already done" in resumed.stderr
+    assert chunk_hashes(store) == expected_hashes
+    xr.testing.assert_identical(xr.open_zarr(store).load().drop_attrs(), expected.drop_attrs())
+
+
+def test_a_bake_of_a_store_another_bake_holds_fails_clearly(tmp_path, archive):
+    target = tmp_path / "out"
+    recipe = write_recipe(tmp_path / "recipe", archive)
+    other = StoreState(str(target / "r.zarr"))
+    other.acquire_lease("nightly-bake-on-host-b", ttl_seconds=3600)
+    blocked = subprocess.run(bake_command(recipe, target), capture_output=True, text=True, timeout=300)
+    assert blocked.returncode == 4
+    assert "is being written by another bake (lease held: owner nightly-bake-on-host-b" in blocked.stderr
+    assert len(blocked.stderr.strip().splitlines()) == 1
+    assert not (target / "r.zarr").exists()  # it stopped before writing anything
+    other.release_lease("nightly-bake-on-host-b")
+    done = subprocess.run(bake_command(recipe, target), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert not (target / ".arcoforge" / "r.zarr" / "lease.json").exists()  # released when complete
+    assert xr.open_zarr(target / "r.zarr").sizes["time"] == N_DAYS
+
+
+def test_two_bakes_starting_together_never_both_hold_the_lease(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    state = StoreState(str(tmp_path / "x.zarr"))
+
+    def take(owner):
+        try:
+            state.acquire_lease(owner, ttl_seconds=60)
+            return owner
+        except LeaseError:
+            return None
+
+    with ThreadPoolExecutor(8) as pool:
+        winners = [w for w in pool.map(take, [f"bake-{i}" for i in range(8)]) if w]
+    assert len(winners) == 1
+    assert state.read_json("lease.json")["owner"] == winners[0]
+
+
+def test_rerunning_a_complete_bake_rewrites_nothing(tmp_path, archive):
+    target = tmp_path / "out"
+    recipe = write_recipe(tmp_path / "recipe", archive)
+    subprocess.run(bake_command(recipe, target), check=True, capture_output=True, timeout=300)
+    chunks = [p for p in (target / "r.zarr").rglob("*") if p.is_file() and p.name != "zarr.json"]
+    mtimes = {p: p.stat().st_mtime_ns for p in chunks}
+    rerun = subprocess.run(bake_command(recipe, target, verbose=True), capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{N_DAYS + 2} of {N_DAYS + 2} write tasks already done (complete)" in rerun.stderr
+    assert {p: p.stat().st_mtime_ns for p in chunks} == mtimes
+
+
+def test_state_lives_beside_the_store_and_leases_name_their_owner(tmp_path):
+    assert state_url(str(tmp_path / "x.zarr")) == f"{tmp_path}/.arcoforge/x.zarr"
+    state = StoreState(str(tmp_path / "x.zarr"))
+    state.acquire_lease("bake-a", ttl_seconds=60)
+    state.acquire_lease("bake-a", ttl_seconds=60)  # the owner may renew
+    with pytest.raises(LeaseError, match=r"lease held: owner bake-a.*--break-lease"):
+        state.acquire_lease("bake-b", ttl_seconds=60)
+    state.acquire_lease("bake-c", ttl_seconds=-1, break_lease=True)
+    with pytest.raises(LeaseError, match="lease expired: owner bake-c"):
+        state.acquire_lease("bake-d", ttl_seconds=60)
+    state.release_lease("bake-d")  # not the owner: nothing happens
+    assert state.read_json("lease.json")["owner"] == "bake-c"
+    state.release_lease("bake-c")
+    assert state.read_json("lease.json") is None
+
+    state.start("abc", {"n_tasks": 2})
+    state.mark_done(task_id("v", (0, 1)))
+    assert state.plan_fingerprint() == "abc" and state.done_tasks() == {"v/0.1"}
+    state.start("def", {"n_tasks": 2})
+    assert state.done_tasks() == set()
