@@ -1,8 +1,17 @@
 """Opening inputs: a URL becomes a readable source, a source becomes an xarray Dataset.
 
 Local files are passed on as plain paths (the netCDF libraries read them
-fastest that way); anything else becomes an :class:`fsspec.core.OpenFile`, which
-pickles small and opens lazily wherever a worker needs it.
+fastest that way). :func:`prepare_input` turns any other URL (HTTP, S3, a
+compressed file) into a source that is fetched once into a verified cache,
+with retries (see :mod:`arcoforge.storage`):
+
+- a :class:`CachedPath` when the cache is a folder every worker sees (a local
+  run, or a shared mount): opened by path, like a local file;
+- a :class:`~arcoforge.storage.RemoteInput` otherwise: opened through a file
+  object that pickles small and reopens wherever a worker needs it, from that
+  machine's cache (fetching again if it lacks the input) or from the network.
+
+:func:`open_url` keeps the older behaviour (an :class:`fsspec.core.OpenFile`).
 """
 
 from __future__ import annotations
@@ -16,12 +25,45 @@ from typing import Any
 import fsspec
 import xarray as xr
 
-from .errors import InputError, describe_input
-from .patterns import FileType
+from .errors import InputError, RecipeError, describe_input
+from .patterns import FileType, add_query_string_secrets
+from .storage import (
+    InputCache,
+    RemoteInput,
+    RetryPolicy,
+    infer_compression,
+    merge_options,
+    options_for,
+    public_name,
+    redact,
+    register_secrets,
+    secret_values,
+    split_open_kwargs,
+)
 
 logger = logging.getLogger(__name__)
 
-Source = str | fsspec.core.OpenFile
+
+class CachedPath(str):
+    """The local path of a cached input that remembers the URL it was fetched from.
+
+    A plain ``str`` to the netCDF libraries (so they open it by path, fastest);
+    ``source_name`` is the input's public URL, which messages and the dataset's
+    ``encoding["source"]`` use instead of the cache path.
+    """
+
+    source_name: str
+
+    def __new__(cls, path: str, source_name: str) -> "CachedPath":
+        self = super().__new__(cls, path)
+        self.source_name = source_name
+        return self
+
+    def __reduce__(self) -> tuple:
+        return (CachedPath, (str(self), self.source_name))
+
+
+Source = str | fsspec.core.OpenFile | RemoteInput
 
 # Which xarray engine reads each file type from a file object. ``None`` lets xarray guess.
 ENGINES: dict[FileType, str | None] = {
@@ -38,7 +80,7 @@ LOCAL_ENGINES: dict[FileType, str | None] = {**ENGINES, FileType.netcdf4: "netcd
 
 
 def choose_engine(file_type: FileType, source: "Source") -> str | None:
-    """The xarray engine for a source: netCDF-C for local NetCDF paths, else by file type."""
+    """The xarray engine for a source: netCDF-C for local NetCDF paths (cached ones too), else by file type."""
     if isinstance(source, str):
         return LOCAL_ENGINES.get(file_type)
     return ENGINES.get(file_type)
@@ -74,16 +116,97 @@ def open_url(url: str, open_kwargs: dict | None = None) -> Source:
     return fsspec.open(url, mode="rb", **(open_kwargs or {}))
 
 
+def resolve_cache(cache: "str | InputCache | bool | None", storage_options: dict | None = None) -> InputCache | None:
+    """The cache a ``cache=`` argument stands for.
+
+    ``None``: this machine's default folder (see :func:`~arcoforge.storage.default_cache_root`),
+    whose inputs are reopened through file objects that fetch again on other
+    machines; ``False``: no cache (remote inputs are read over the network while
+    they are used); a path or URL: a cache that every worker sees (remote URLs
+    use the options of their protocol from ``storage_options``).
+    """
+    if cache is False:
+        return None
+    if cache is None or cache is True:
+        return InputCache(root=None, machine_local=True)
+    if isinstance(cache, InputCache):
+        return cache
+    if isinstance(cache, (str, os.PathLike)):
+        root = os.fspath(cache)
+        return InputCache(root=root, storage_options=options_for(root, storage_options) or None)
+    raise RecipeError(f"cache must be a path or URL, an InputCache, None or False; got {type(cache).__name__}")
+
+
+def prepare_input(
+    url: str,
+    index: object = None,
+    *,
+    cache: str | InputCache | bool | None = None,
+    storage_options: dict | None = None,
+    open_kwargs: dict | None = None,
+    secrets: dict | None = None,
+    retry: RetryPolicy | None = None,
+    max_concurrency: int | None = None,
+) -> "str | CachedPath | RemoteInput":
+    """Turn an input URL into a source for :func:`open_with_xarray`, fetching remote inputs into ``cache``.
+
+    ``cache`` is what :func:`resolve_cache` takes (``None``: this machine's
+    default folder; ``False``: none, reads go over the network).
+    ``storage_options`` are filesystem options for inputs (flat, or keyed by
+    protocol); ``open_kwargs`` (a pattern's ``fsspec_open_kwargs``) override
+    them, and may name a ``compression`` (inferred from ``.gz`` and other
+    suffixes otherwise). ``secrets`` are added to the URL's query string. Local
+    uncompressed files stay plain paths. A failed fetch is an
+    :class:`InputError` naming the URL (without its secrets) and ``index``.
+    """
+    if secrets:
+        url = add_query_string_secrets(url, secrets)
+    fs_options, file_options, compression = split_open_kwargs(open_kwargs)
+    compression = infer_compression(url, compression)
+    path = local_path(url)
+    if path is not None and compression is None:
+        return path
+    options = merge_options(options_for(url, storage_options), fs_options)
+    name = public_name(url)
+    register_secrets(secret_values(options, [url], (secrets or {}).values()))
+    cache = resolve_cache(cache, storage_options)
+    if cache is None and compression is not None:
+        cache = InputCache(root=None, machine_local=True)  # a compressed stream cannot be read at random
+    source = RemoteInput(url=url, name=name, options=options or None, file_options=file_options or None,
+                         compression=compression, cache=cache, retry=retry or RetryPolicy(),
+                         max_concurrency=max_concurrency, index=index)
+    if cache is None:
+        return source
+    entry = source.fetch()
+    if entry.local and not cache.machine_local:
+        return CachedPath(entry.path, name)
+    return source
+
+
 def _source_name(source: Source) -> str:
+    if isinstance(source, CachedPath):
+        return source.source_name
+    if isinstance(source, RemoteInput):
+        return source.name
     if isinstance(source, fsspec.core.OpenFile):
-        return source.full_name if hasattr(source, "full_name") else source.path
+        return public_name(source.full_name if hasattr(source, "full_name") else source.path)
     return str(source)
 
 
-def _copy_to_local(source: fsspec.core.OpenFile) -> str:
-    suffix = os.path.splitext(source.path)[1]
+def _copy_to_local(source: "fsspec.core.OpenFile | RemoteInput") -> str:
+    """A local path holding the input: its cache entry when local, else a temporary copy."""
+    if isinstance(source, RemoteInput):
+        if source.cache is not None:
+            entry = source.fetch()
+            if entry.local:
+                return entry.path
+        suffix = os.path.splitext(source.name.split("?", 1)[0])[1]
+        opened: Any = source.open()
+    else:
+        suffix = os.path.splitext(source.path)[1]
+        opened = source
     handle, path = tempfile.mkstemp(prefix="arcoforge-", suffix=suffix)
-    with os.fdopen(handle, "wb") as out, source as remote:
+    with os.fdopen(handle, "wb") as out, opened as remote:
         shutil.copyfileobj(remote, out, length=16 * 2**20)
     return path
 
@@ -121,7 +244,7 @@ def open_with_xarray(
         kwargs.setdefault("phony_dims", "sort")
     name = _source_name(source)
     try:
-        if isinstance(source, fsspec.core.OpenFile):
+        if isinstance(source, (fsspec.core.OpenFile, RemoteInput)):
             if copy_to_local or engine in ("netcdf4",):
                 target: Any = _copy_to_local(source)
             else:
@@ -129,7 +252,7 @@ def open_with_xarray(
                 if file_type in (FileType.netcdf4, FileType.netcdf3, FileType.hdf5, FileType.unknown):
                     _check_magic(target, name, index)
         else:
-            target = source
+            target = str(source)
         ds = xr.open_dataset(target, engine=engine, chunks=None, **kwargs)
         if load:
             ds = ds.load()
@@ -137,11 +260,11 @@ def open_with_xarray(
     except InputError:
         raise
     except FileNotFoundError as error:
-        raise InputError(f"{describe_input(index, name)} does not exist: {error}") from error
+        raise InputError(redact(f"{describe_input(index, name)} does not exist: {error}")) from error
     except Exception as error:  # the netCDF/HDF5 stacks raise many kinds of errors
-        raise InputError(
+        raise InputError(redact(
             f"cannot open {describe_input(index, name)} as {file_type.value} "
             f"(engine {engine or 'auto'}): {type(error).__name__}: {error}"
-        ) from error
+        )) from error
     ds.encoding["source"] = name
     return ds

@@ -926,6 +926,7 @@ def write_quicklook(
     path: str,
     variable: str | None = None,
     max_pixels: int = 1000,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> str | None:
     """Write a PNG of the first step of ``variable`` (default :func:`main_variable`) to ``path``.
 
@@ -996,9 +997,7 @@ def write_quicklook(
         "Description": f"arcoforge quicklook of variable {name!r}" + (f" at {when}" if when else ""),
         "Software": "arcoforge",
     }
-    import fsspec
-
-    fs, fs_path = fsspec.core.url_to_fs(path)
+    fs, fs_path = _json_filesystem(path, storage_options)
     fs.makedirs(fs._parent(fs_path), exist_ok=True)
     with fs.open(fs_path, "wb") as file:
         figure.savefig(file, format="png", metadata=metadata)
@@ -1017,12 +1016,17 @@ def _join(root: str | os.PathLike, *parts: str) -> str:
     return os.path.join(root, *parts)
 
 
-def _write_json(path: str, document: Mapping[str, Any]) -> None:
-    """Write JSON at a path or fsspec URL; local files are replaced atomically."""
-    import fsspec
+def _json_filesystem(path: str, storage_options: Mapping[str, Any] | None) -> tuple[Any, str]:
+    """The filesystem and path of a STAC document; options apply to remote URLs only."""
+    from .storage import filesystem, options_for
 
+    return filesystem(str(path), options_for(str(path), storage_options))
+
+
+def _write_json(path: str, document: Mapping[str, Any], storage_options: Mapping[str, Any] | None = None) -> None:
+    """Write JSON at a path or fsspec URL (with ``storage_options``); local files are replaced atomically."""
     text = json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-    fs, fs_path = fsspec.core.url_to_fs(path)
+    fs, fs_path = _json_filesystem(path, storage_options)
     fs.makedirs(fs._parent(fs_path), exist_ok=True)
     if "://" not in str(path) or str(path).startswith("file://"):
         tmp = f"{fs_path}.tmp-{os.getpid()}"
@@ -1032,10 +1036,9 @@ def _write_json(path: str, document: Mapping[str, Any]) -> None:
         fs.pipe_file(fs_path, text.encode("utf-8"))
 
 
-def _read_json(path: str) -> dict[str, Any] | None:
-    import fsspec
-
-    fs, fs_path = fsspec.core.url_to_fs(str(path))
+def _read_json(path: str, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+    """The JSON object at a path or fsspec URL (read with ``storage_options``), or None if there is none."""
+    fs, fs_path = _json_filesystem(path, storage_options)
     if not fs.exists(fs_path):
         return None
     try:
@@ -1058,6 +1061,7 @@ def update_catalog(
     catalog_id: str = "arcoforge",
     title: str = "arcoforge stores",
     description: str = "Zarr stores baked by arcoforge, one STAC Collection each.",
+    storage_options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Link ``collection`` from the root catalog at ``catalog_path``, creating it if needed.
 
@@ -1070,7 +1074,7 @@ def update_catalog(
         collection_id, collection_title = collection.id, collection.title
     else:
         collection_id, collection_title = str(collection["id"]), collection.get("title")
-    existing = _read_json(catalog_path)
+    existing = _read_json(catalog_path, storage_options)
     if existing is not None and existing.get("type") != "Catalog":
         raise ValueError(f"{catalog_path} is a {existing.get('type')!r} document, expected a STAC Catalog")
     catalog = (pystac.Catalog.from_dict(existing, migrate=False, preserve_dict=True) if existing
@@ -1087,7 +1091,7 @@ def update_catalog(
         links.append(child)
     catalog.links = [pystac.Link("root", f"./{CATALOG_NAME}", media_type=pystac.MediaType.JSON)] + links
     document = catalog.to_dict(include_self_link=False, transform_hrefs=False)
-    _write_json(catalog_path, document)
+    _write_json(catalog_path, document, storage_options)
     return document
 
 
@@ -1127,15 +1131,16 @@ def write_collection(
                     f"collection {collection.id!r} has no {ZARR_ASSET_KEY!r} asset to draw a quicklook from")
             consolidated = asset.extra_fields.get("zarr:consolidated")
             dataset = open_store_dataset(asset.href, storage_options, consolidated)
-        written = write_quicklook(dataset, _join(folder, QUICKLOOK_NAME), variable=quicklook_variable)
+        written = write_quicklook(dataset, _join(folder, QUICKLOOK_NAME), variable=quicklook_variable,
+                                  storage_options=storage_options)
         if written:
             variable = quicklook_variable or main_variable(dataset)
             collection.add_link(pystac.Link("preview", f"./{QUICKLOOK_NAME}", media_type=pystac.MediaType.PNG,
                                             title=f"Quicklook of {variable}"))
     path = _join(folder, COLLECTION_NAME)
-    _write_json(path, collection.to_dict(include_self_link=False, transform_hrefs=False))
+    _write_json(path, collection.to_dict(include_self_link=False, transform_hrefs=False), storage_options)
     if catalog:
-        update_catalog(_join(stac_root, CATALOG_NAME), collection, **catalog_fields)
+        update_catalog(_join(stac_root, CATALOG_NAME), collection, storage_options=storage_options, **catalog_fields)
     logger.info("STAC collection %r written to %s", collection.id, path)
     return path
 
@@ -1190,9 +1195,9 @@ def write_store_collection(
                             quicklook=quicklook, catalog=update_catalog)
     schemas = schemas_dir or default_schemas_dir()
     if schemas:
-        errors = validate_stac_file(path, schemas)
+        errors = validate_stac_file(path, schemas, storage_options)
         if update_catalog:
-            errors += validate_stac_file(_join(output_root, STAC_FOLDER, CATALOG_NAME), schemas)
+            errors += validate_stac_file(_join(output_root, STAC_FOLDER, CATALOG_NAME), schemas, storage_options)
         if errors:
             raise ArcoforgeError("STAC documents do not validate: " + "; ".join(errors))
     else:
@@ -1202,10 +1207,10 @@ def write_store_collection(
 
 def link_collection(output_root: str, collection_path: str, storage_options: dict | None = None) -> dict[str, Any]:
     """Link a written collection from ``<output_root>/stac/catalog.json``."""
-    document = _read_json(collection_path)
+    document = _read_json(collection_path, storage_options)
     if document is None:
         raise ValueError(f"{collection_path}: no such collection")
-    return update_catalog(_join(output_root, STAC_FOLDER, CATALOG_NAME), document)
+    return update_catalog(_join(output_root, STAC_FOLDER, CATALOG_NAME), document, storage_options=storage_options)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1356,10 +1361,11 @@ def validate_stac(
     return errors
 
 
-def validate_stac_file(path: str | os.PathLike, schemas_dir: str | os.PathLike | None = None) -> list[str]:
+def validate_stac_file(path: str | os.PathLike, schemas_dir: str | os.PathLike | None = None,
+                       storage_options: Mapping[str, Any] | None = None) -> list[str]:
     """Validate the STAC document at ``path`` (local or fsspec URL); returns error messages."""
     try:
-        document = _read_json(str(path))
+        document = _read_json(str(path), storage_options)
     except ValueError as error:
         return [str(error)]
     if document is None:
@@ -1367,7 +1373,8 @@ def validate_stac_file(path: str | os.PathLike, schemas_dir: str | os.PathLike |
     return validate_stac(document, schemas_dir, name=str(path))
 
 
-def validate_stac_tree(catalog_path: str | os.PathLike, schemas_dir: str | os.PathLike | None = None) -> list[str]:
+def validate_stac_tree(catalog_path: str | os.PathLike, schemas_dir: str | os.PathLike | None = None,
+                       storage_options: Mapping[str, Any] | None = None) -> list[str]:
     """Validate a catalog and every document its ``child`` and ``item`` links lead to."""
     errors: list[str] = []
     seen: set[str] = set()
@@ -1377,8 +1384,8 @@ def validate_stac_tree(catalog_path: str | os.PathLike, schemas_dir: str | os.Pa
         if path in seen:
             continue
         seen.add(path)
-        errors.extend(validate_stac_file(path, schemas_dir))
-        document = _read_json(path) or {}
+        errors.extend(validate_stac_file(path, schemas_dir, storage_options))
+        document = _read_json(path, storage_options) or {}
         for link in document.get("links", []):
             if isinstance(link, dict) and link.get("rel") in ("child", "item") and isinstance(link.get("href"), str):
                 pending.append(_resolve_href(link["href"], path))
@@ -1423,7 +1430,7 @@ def open_dataset_from_collection(
         document = dict(collection)
     else:
         location = str(collection)
-        document = _read_json(location)
+        document = _read_json(location, storage_options)
         if document is None:
             raise FileNotFoundError(f"no STAC collection at {location}")
     name = location or f"collection {document.get('id')!r}"
