@@ -122,3 +122,33 @@ def test_demo_bakes_the_example_recipe(tmp_path):
     assert ds.sizes == {"time": 6, "lat": 180, "lon": 360}
     assert np.isnan(ds.analysed_sst.isel(time=0).values).any()
     assert "apitools" not in result.stderr
+
+
+def test_bake_json_is_one_object_per_line_for_a_bot(tmp_path):
+    feedstock = os.path.join(os.path.dirname(__file__), os.pardir, "feedstocks", "daily-sst")
+    result = run_cli("bake", feedstock, "--prune", "--json", "--target-root", str(tmp_path))
+    assert result.returncode == EXIT_OK, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]  # nothing else on stdout
+    summary = events[-1]
+    assert summary["event"] == "result" and summary["status"] == "succeeded"
+    assert summary["recipes"] == ["daily-sst"] and summary["stores"] == [f"{tmp_path}/daily-sst.zarr"]
+    assert summary["stac"] == [f"{tmp_path}/stac/daily-sst/collection.json"]
+    assert summary["counts"]["inputs"] == 2 and summary["durations"]["total_seconds"] > 0
+    assert {"bake_start", "recipe_start", "progress", "store_written", "stac_written", "recipe_done"} <= \
+        {event["event"] for event in events}
+
+
+def test_bake_json_reports_the_failure_class(tmp_path, daily_archive, capsys):
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / "broken.nc").write_bytes(b"not a netcdf file at all")
+    paths = list(daily_archive[:2]) + [str(folder / "broken.nc")]
+    (folder / "helpers.py").write_text(f"PATHS = {paths!r}\n\ndef drop_nothing(index, ds):\n    return index, ds\n")
+    (folder / "recipe.py").write_text(RECIPE)
+    code = main(["-q", "bake", str(folder / "recipe.py"), "--target-root", str(tmp_path / "out"), "--json"])
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out.splitlines()[-1])
+    assert code == EXIT_INPUT
+    assert (summary["status"], summary["exit_code"], summary["error_class"]) == ("failed", EXIT_INPUT, "input")
+    assert "broken.nc (pattern index Index(time=2))" in summary["error"]
+    assert "Traceback" not in captured.err and len(captured.err.strip().splitlines()) == 1

@@ -1,37 +1,54 @@
-"""The ``arcoforge`` command: bake recipes, and a demo that needs nothing but this package.
+"""The ``arcoforge`` command: lint and bake feedstocks and recipes, and a demo that needs nothing but this package.
 
-Exit codes (for bots): 0 success; 2 the recipe or the command line is wrong;
-3 an input is bad (unreadable, or inconsistent with the others); 4 the
-infrastructure failed (storage, workers); 1 anything unexpected.
+Exit codes (for bots): 0 success; 2 the recipe, feedstock, config or command
+line is wrong (``lint`` found an error); 3 an input is bad (unreadable, or
+inconsistent with the others); 4 the infrastructure failed (storage, workers,
+the cluster); 1 anything unexpected. ``bake --json`` prints one JSON object per
+line for each event, the last one ``{"event": "result", ...}``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
+import io
+import json
 import logging
 import os
 import re
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TextIO
 
 EXIT_OK = 0
 EXIT_UNEXPECTED = 1
 EXIT_RECIPE = 2
 EXIT_INPUT = 3
 EXIT_INFRASTRUCTURE = 4
+# The failure class of each exit code, as ``bake --json`` names it.
+EXIT_CLASSES = {EXIT_OK: None, EXIT_UNEXPECTED: "unexpected", EXIT_RECIPE: "recipe", EXIT_INPUT: "input",
+                EXIT_INFRASTRUCTURE: "infrastructure"}
 
 logger = logging.getLogger("arcoforge")
 
 # How a worker's traceback names our errors, when a runner hands them back as text.
-_ERROR_LINE = re.compile(r"arcoforge\.errors\.(RecipeError|InputError|SchemaError): (.+?)(?: \[while running|$)", re.M)
+_ERROR_LINE = re.compile(
+    r"arcoforge\.(?:errors|state)\.(RecipeError|InputError|SchemaError|InfrastructureError|LeaseError): "
+    r"(.+?)(?: \[while running|$)", re.M
+)
+_EXIT_BY_KIND = {"RecipeError": EXIT_RECIPE, "InputError": EXIT_INPUT, "SchemaError": EXIT_INPUT,
+                 "InfrastructureError": EXIT_INFRASTRUCTURE, "LeaseError": EXIT_INFRASTRUCTURE}
 
 
 def classify_failure(error: BaseException) -> tuple[int, str]:
     """The exit code and one clear message for a failed bake."""
-    from .errors import InputError, RecipeError
+    from .errors import InfrastructureError, InputError, RecipeError
 
     seen = set()
     current: BaseException | None = error
@@ -41,11 +58,13 @@ def classify_failure(error: BaseException) -> tuple[int, str]:
             return EXIT_RECIPE, _strip_beam_context(str(current))
         if isinstance(current, InputError):
             return EXIT_INPUT, _strip_beam_context(str(current))
+        if isinstance(current, InfrastructureError):
+            return EXIT_INFRASTRUCTURE, _strip_beam_context(str(current))
         current = current.__cause__ or current.__context__
     matches = _ERROR_LINE.findall(str(error))
     if matches:
         kind, message = matches[-1]
-        return (EXIT_RECIPE if kind == "RecipeError" else EXIT_INPUT), message.strip()
+        return _EXIT_BY_KIND[kind], message.strip()
     if isinstance(error, OSError):
         return EXIT_INFRASTRUCTURE, f"{type(error).__name__}: {error}"
     return EXIT_UNEXPECTED, f"{type(error).__name__}: {_strip_beam_context(str(error))}"
@@ -66,85 +85,419 @@ def _setup_logging(verbose: int) -> None:
     quiet_beam_logging(debug=verbose > 1)
 
 
+class Events:
+    """How a bake reports what happens: one JSON object per line (``--json``), or lines for people.
+
+    Every event goes to the JSON stream when there is one; for people, only the
+    lines a user reads (stores and STAC collections written) are printed.
+    """
+
+    def __init__(self, json_stream: TextIO | None = None):
+        self.json_stream = json_stream
+        self._lock = threading.Lock()
+
+    def emit(self, event: str, **fields: Any) -> None:
+        if self.json_stream is not None:
+            line = json.dumps({"event": event, "time": round(time.time(), 3), **fields}, default=str)
+            with self._lock:
+                self.json_stream.write(line + "\n")
+                self.json_stream.flush()
+        elif event == "stac_written":
+            print(f"wrote STAC collection {fields['path']}")
+        elif event == "dry_run":
+            print(f"dry run: {fields['detail']}")
+
+
+class _JsonProgress:
+    """Follows a progress folder like :class:`~arcoforge.progress.ProgressReporter`, emitting JSON events."""
+
+    def __init__(self, progress_dir: str, events: Events, recipe_id: str, interval: float = 0.5):
+        from .progress import ProgressReporter
+
+        events_ref, last = events, [None]
+
+        class Reporter(ProgressReporter):
+            def _render(self, final: bool = False) -> None:
+                p = self.progress
+                state = (p.inputs_read, p.tasks_done, p.tasks_total, p.bytes_written)
+                if state == last[0] and not final:
+                    return
+                last[0] = state
+                events_ref.emit("progress", recipe_id=recipe_id, inputs_read=p.inputs_read,
+                                inputs_total=p.inputs_total, tasks_done=p.tasks_done, tasks_total=p.tasks_total,
+                                bytes_written=p.bytes_written, bytes_total=p.bytes_total,
+                                seconds=round(p.elapsed(), 3), final=final)
+
+        self.reporter = Reporter(progress_dir, stream=io.StringIO(), interval=interval)
+
+    def __enter__(self):
+        return self.reporter.__enter__()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.reporter.__exit__(*exc_info)
+
+
+@dataclass
+class RecipeOutcome:
+    """What one recipe of a bake did."""
+
+    recipe_id: str
+    runner: str
+    stores: list[str] = field(default_factory=list)
+    stac: list[str] = field(default_factory=list)
+    inputs: int | None = None
+    inputs_total: int | None = None
+    write_tasks: int | None = None
+    bytes_written: int | None = None
+    seconds: float = 0.0
+    dry_run: bool = False
+    # inputs that failed and were skipped (--skip-bad-inputs): index, url, error, stage
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class BakeReport:
+    """Everything a bake did, recipe by recipe, for the summary a bot reads."""
+
+    target: str
+    feedstock: str | None = None
+    recipes: list[RecipeOutcome] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def stores(self) -> list[str]:
+        return [url for outcome in self.recipes for url in outcome.stores]
+
+    def summary(self, status: str, exit_code: int, error: str | None = None) -> dict[str, Any]:
+        def total(name: str) -> int | None:
+            values = [getattr(o, name) for o in self.recipes]
+            return sum(values) if values and None not in values else None
+
+        return {
+            "status": status,
+            "exit_code": exit_code,
+            "error": error,
+            "target": self.target,
+            "feedstock": self.feedstock,
+            "recipes": [o.recipe_id for o in self.recipes],
+            "stores": self.stores,
+            "stac": [path for o in self.recipes for path in o.stac],
+            "counts": {"recipes": len(self.recipes), "stores": len(self.stores), "inputs": total("inputs"),
+                       "write_tasks": total("write_tasks"), "bytes_written": total("bytes_written")},
+            "durations": {"total_seconds": round(time.monotonic() - self.started, 3),
+                          "recipes": {o.recipe_id: o.seconds for o in self.recipes}},
+            "details": [o.as_dict() for o in self.recipes],
+        }
+
+
+def load_recipes(target: str, recipe_id: str | None = None):
+    """``(feedstock or None, {id: RecipeRef})`` for a feedstock folder or a recipe file."""
+    from .errors import RecipeError
+    from .feedstock import feedstock_folder, feedstock_recipes, file_recipes, load_feedstock
+
+    if feedstock_folder(target) is not None:
+        feedstock = load_feedstock(target)
+        return feedstock, feedstock_recipes(feedstock, recipe_id)
+    if Path(target).is_dir():
+        raise RecipeError(f"{target} is not a feedstock: expected a folder holding meta.yaml, or a recipe .py file")
+    return None, file_recipes(target, recipe_id)
+
+
 def bake(
     recipe_file: str,
-    target_root: str,
+    target_root: str | None = None,
     recipe_id: str | None = None,
-    num_workers: int = 1,
+    num_workers: int | None = None,
     max_mem: str | None = None,
-    stac: bool = True,
+    stac: bool | None = None,
     stac_schemas: str | None = None,
     metadata: dict | None = None,
+    break_lease: bool = False,
+    *,
+    append: bool = False,
+    config: Any = None,
+    runner: str | None = None,
+    cache_root: str | None = None,
+    prune: int | None = None,
+    dry_run: bool = False,
+    events: Events | None = None,
+    report: BakeReport | None = None,
+    on_error: str | None = None,
+    retries: int | None = None,
+    max_concurrency: int | None = None,
 ) -> list[str]:
-    """Run the recipe(s) of ``recipe_file`` on the embedded runner; returns the store URLs.
+    """Bake the recipe(s) of a feedstock folder or a recipe file; returns the store URLs.
 
-    Progress is shown while it runs (a bar on a terminal, log lines otherwise),
-    and a summary logged at the end of each recipe. Each store then gets a STAC
+    Arguments given here override the :class:`~arcoforge.config.BakeConfig`
+    ``config`` (from ``--config``). ``prune`` keeps the first N inputs of each
+    concat dimension (a CI test bake). Progress is shown while a local run goes
+    (a bar on a terminal, log lines otherwise, JSON events with ``events``), a
+    summary logged at the end of each recipe, and each store gets a STAC
     collection under ``<target_root>/stac`` (validated when a schema folder is known).
+    ``report`` collects what each recipe did, also when a later one fails.
     """
+    from .config import BakeConfig
+
+    config = (config or BakeConfig()).with_overrides(
+        target_root=target_root, runner=runner, num_workers=num_workers, max_mem=max_mem, stac=stac,
+        stac_schemas=stac_schemas, cache_root=cache_root,
+    ).resolved()
+    events = events or Events()
+    report = report if report is not None else BakeReport(str(recipe_file))
+    feedstock, recipes = load_recipes(str(recipe_file), recipe_id)
+    report.feedstock = feedstock.name if feedstock else None
+    if feedstock is not None and metadata is None:
+        metadata = feedstock.meta
+    events.emit("bake_start", target=str(recipe_file), feedstock=report.feedstock, recipes=list(recipes),
+                runner=config.runner, target_root=config.target_root, prune=prune, dry_run=dry_run)
+    for ref in recipes.values():
+        single = len(recipes) == 1 and ref.id == "recipe" and feedstock is None
+        outcome = _bake_recipe(ref, config, events, prune=prune, dry_run=dry_run, metadata=metadata,
+                               break_lease=break_lease, append=append, feedstock_name=report.feedstock,
+                               collection_id=None if single else ref.id,
+                               inputs={"on_error": on_error, "retries": retries, "max_concurrency": max_concurrency})
+        report.recipes.append(outcome)
+    return report.stores
+
+
+def _runtime_values(**values: Any) -> dict[str, Any]:
+    """The run-time defaults this version of :class:`RuntimeDefaults` knows, warning of the rest."""
+    from .runners import RuntimeDefaults
+
+    known = {f.name for f in dataclasses.fields(RuntimeDefaults)}
+    for name in sorted(set(values) - known):
+        if values[name]:
+            logger.warning("%s is not supported by this version of arcoforge; it is ignored", name)
+    return {name: value for name, value in values.items() if name in known}
+
+
+def _bake_recipe(ref: Any, config: Any, events: Events, *, prune: int | None, dry_run: bool,
+                 metadata: dict | None, break_lease: bool, append: bool, feedstock_name: str | None,
+                 collection_id: str | None, inputs: dict[str, Any] | None = None) -> RecipeOutcome:
+    """Build, (prune,) run and catalogue one recipe."""
+    import datetime as dt
+
     import apache_beam as beam
 
-    from .feedstock import load_recipe_module, recipes_in_module
+    from .errors import RecipeError
+    from .feedstock import prune_pipeline, pruned_recipe
     from .progress import ProgressReporter
-    from .runners import local_pipeline_options, local_runner, use_runtime_defaults
-
+    from .runners import choose_runner, dataflow_job_name, use_runtime_defaults
     from .stac import provenance, write_store_collection
+    from .state import StoreState, new_owner
 
-    module = load_recipe_module(recipe_file)
-    recipes = recipes_in_module(module, recipe_id)
-    pattern = getattr(module, "pattern", None)
-    stores: list[str] = []
-    for name, recipe in recipes.items():
-        logger.info("baking recipe %r from %s with %d worker(s)", name, recipe_file, num_workers)
-        known = provenance(recipe_file=recipe_file, recipe_id=name,
-                           pattern=pattern if hasattr(pattern, "sha256") else None)
-        known = {k: known[k] for k in ("recipe_id", "recipe_sha256", "pattern_sha256") if k in known}
-        with tempfile.TemporaryDirectory(prefix="arcoforge-progress-") as progress_dir, use_runtime_defaults(
-            target_root=target_root, num_workers=num_workers, max_mem=max_mem, progress_dir=progress_dir,
-            provenance=known,
-        ):
-            pipeline = beam.Pipeline(runner=local_runner(num_workers), options=local_pipeline_options(num_workers))
-            _ = pipeline | recipe
-            with ProgressReporter(progress_dir) as reporter:
-                pipeline.run().wait_until_finish()
-            summary = reporter.progress.summary()
-        baked = _stores_of(recipe, target_root)
-        stores.extend(baked)
-        if stac:
-            for url in baked:
-                collection_id = name if (len(recipes) > 1 or name != "recipe") and len(baked) == 1 else None
-                path = write_store_collection(url, target_root, collection_id=collection_id, metadata=metadata,
-                                              provenance=known, schemas_dir=stac_schemas)
-                print(f"wrote STAC collection {path}")
-        logger.info(
-            "recipe %r done: %d inputs, %d write tasks, %.0f MiB in %.1f s (%.1f MiB/s)",
-            name, summary["inputs"], summary["write_tasks"], summary["bytes_written"] / 2**20,
-            summary["seconds"], summary["mib_per_second"],
-        )
-    return stores
+    started = time.monotonic()
+    pattern = getattr(ref.module, "pattern", None)
+    pattern = pattern if hasattr(pattern, "sha256") else None
+    if pattern is not None and prune:
+        pattern = pattern.prune(prune)
+    known = provenance(recipe_file=ref.file, recipe_id=ref.id, pattern=pattern)
+    known = {k: known[k] for k in ("recipe_id", "recipe_sha256", "pattern_sha256") if k in known}
+    owner = new_owner()
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dt%H%M%S")
+    parts = [feedstock_name] if feedstock_name and feedstock_name != ref.id else []
+    job_name = dataflow_job_name(*parts, ref.id, stamp)
+    outcome = RecipeOutcome(ref.id, config.runner, dry_run=dry_run)
+    with contextlib.ExitStack() as stack:
+        choice = stack.enter_context(choose_runner(
+            config.runner, num_workers=config.num_workers, pipeline_options=config.pipeline_options,
+            dask=config.dask, dataflow=config.dataflow, flink=config.flink, job_name=job_name, dry_run=dry_run,
+        ))
+        progress_dir = (stack.enter_context(tempfile.TemporaryDirectory(prefix="arcoforge-progress-"))
+                        if choice.local else None)
+        stack.enter_context(use_runtime_defaults(**_runtime_values(
+            target_root=config.target_root, storage_options=config.target_storage_options or None,
+            num_workers=choice.num_workers, max_mem=config.max_mem, progress_dir=progress_dir,
+            provenance=known, owner=owner, break_lease=break_lease, cache_root=config.cache_root,
+            source_storage_options=config.source_storage_options or None, append=append,
+            **{name: value for name, value in (inputs or {}).items() if value is not None},
+        )))
+        hooked = pruned_recipe(ref, prune) if prune else None
+        try:
+            pipeline = beam.Pipeline(runner=choice.runner, options=choice.options)
+        except ValueError as error:  # Beam's own check of the options (project id, locations...)
+            raise RecipeError(f"{choice.name} options are not valid: {' '.join(str(error).split())}") from None
+        _ = pipeline | (hooked or ref.transform)
+        if prune and hooked is None:
+            pruned = prune_pipeline(pipeline, prune, f"recipe {ref.id!r}")
+            outcome.inputs_total = pruned.kept
+        else:
+            outcome.inputs_total = _pattern_inputs(pipeline)
+        outcome.stores = _stores_in(pipeline, config.target_root)
+        logger.info("baking recipe %r from %s on %s (%s)", ref.id, ref.file, choice.name, choice.detail)
+        events.emit("recipe_start", recipe_id=ref.id, runner=choice.name, detail=choice.detail,
+                    stores=outcome.stores, inputs_total=outcome.inputs_total)
+        if dry_run and choice.name != "dataflow":
+            pipeline.to_runner_api()  # every step serializes: what a submission would check
+            events.emit("dry_run", recipe_id=ref.id, detail=f"recipe {ref.id!r} builds for {choice.detail}; "
+                                                            "nothing was run")
+            outcome.seconds = round(time.monotonic() - started, 3)
+            return outcome
+        if progress_dir is None:
+            reporter = contextlib.nullcontext(None)
+        elif events.json_stream is not None:
+            reporter = _JsonProgress(progress_dir, events, ref.id)
+        else:
+            reporter = ProgressReporter(progress_dir)
+        try:
+            with reporter as progress:
+                result = pipeline.run()
+                state = result.wait_until_finish()
+        except BaseException:
+            # A failed bake leaves its state for a resume, but not its lease.
+            for url in outcome.stores:
+                with contextlib.suppress(Exception):
+                    StoreState(url, config.target_storage_options or None).release_lease(owner)
+            raise
+        if progress is not None:
+            summary = progress.progress.summary()
+            outcome.inputs, outcome.write_tasks = summary["inputs"], summary["write_tasks"]
+            outcome.bytes_written = summary["bytes_written"]
+            outcome.skipped = summary["skipped"]
+            for record in outcome.skipped:
+                logger.warning("skipped input %s (%s): %s", record["url"], record["index"], record["error"])
+        else:
+            _counts_from_metrics(result, outcome)
+        if dry_run:
+            job = getattr(result, "job", None)
+            events.emit("dry_run", recipe_id=ref.id, job_name=job.proto.name if job is not None else None,
+                        detail=f"{choice.detail}: the job was built and its options accepted")
+            outcome.stores = []
+            outcome.seconds = round(time.monotonic() - started, 3)
+            return outcome
+        if str(state) not in ("DONE", "PipelineState.DONE") and state is not None:
+            from .errors import InfrastructureError
+
+            raise InfrastructureError(f"recipe {ref.id!r}: the {choice.name} run ended in state {state}")
+    for url in outcome.stores:
+        events.emit("store_written", recipe_id=ref.id, url=url)
+    if config.stac:
+        for url in outcome.stores:
+            path = write_store_collection(
+                url, config.target_root or url.rstrip("/").rsplit("/", 1)[0],
+                collection_id=collection_id if len(outcome.stores) == 1 else None, metadata=metadata,
+                storage_options=config.target_storage_options or None, provenance=known,
+                schemas_dir=config.stac_schemas,
+            )
+            outcome.stac.append(path)
+            events.emit("stac_written", recipe_id=ref.id, store=url, path=path)
+    outcome.seconds = round(time.monotonic() - started, 3)
+    logger.info("recipe %r done: %s inputs, %s write tasks, %.0f MiB in %.1f s", ref.id, outcome.inputs,
+                outcome.write_tasks, (outcome.bytes_written or 0) / 2**20, outcome.seconds)
+    events.emit("recipe_done", **outcome.as_dict())
+    return outcome
 
 
-def _stores_of(recipe: object, target_root: str) -> list[str]:
-    """Store URLs a recipe wrote, found from its StoreToZarr parts."""
+def _counts_from_metrics(result: Any, outcome: RecipeOutcome) -> None:
+    """Inputs, tasks and bytes from the runner's Beam metrics, where it has them (Dataflow, Flink)."""
+    try:
+        from apache_beam.metrics.metric import MetricsFilter
+
+        counters = result.metrics().query(MetricsFilter().with_namespace("arcoforge"))["counters"]
+    except Exception:  # runners without metrics (dask): the counts stay unknown
+        return
+    totals: dict[str, int] = {}
+    for counter in counters:
+        totals[counter.key.metric.name] = totals.get(counter.key.metric.name, 0) + (counter.committed or 0)
+    outcome.inputs = totals.get("inputs_read", outcome.inputs)
+    outcome.write_tasks = totals.get("tasks_written", outcome.write_tasks)
+    outcome.bytes_written = totals.get("bytes_written", outcome.bytes_written)
+
+
+def _pattern_inputs(pipeline: Any) -> int | None:
+    """How many ``(Index, url)`` inputs the pipeline's ``beam.Create`` steps hold, if it has any."""
+    import apache_beam as beam
+
+    from .feedstock import is_pattern_item
+    from .lint import built_transforms
+
+    creates = [t for t in built_transforms(pipeline)
+               if type(t) is beam.Create and t.values and all(map(is_pattern_item, t.values))]
+    return sum(len(t.values) for t in creates) if creates else None
+
+
+def _stores_in(pipeline: Any, target_root: str | None) -> list[str]:
+    """URLs of the stores a built pipeline writes, from its StoreToZarr steps wherever they sit."""
+    from .lint import built_transforms
     from .transforms import StoreToZarr
     from .writers import store_url
 
-    parts = getattr(recipe, "_parts", [recipe])
     found = []
-    for part in parts:
-        if isinstance(part, StoreToZarr):
-            found.append(store_url(part.target_root or target_root, part.store_name))
-        elif hasattr(part, "_parts"):
-            found.extend(_stores_of(part, target_root))
+    for transform in built_transforms(pipeline):
+        if isinstance(transform, StoreToZarr):
+            root = transform.target_root or target_root
+            if root:
+                url = store_url(str(root), transform.store_name)
+                if url not in found:
+                    found.append(url)
     return found
 
 
+def _bake_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The bake arguments given on the command line (``None`` where not given)."""
+    return dict(target_root=args.target_root, recipe_id=args.recipe_id, num_workers=args.num_workers,
+                max_mem=args.max_mem, stac=False if args.no_stac else None, stac_schemas=args.stac_schemas,
+                break_lease=args.break_lease, append=args.append, runner=args.runner, cache_root=args.cache_root,
+                prune=args.prune, dry_run=args.dry_run,
+                on_error="skip" if args.skip_bad_inputs else None, retries=args.retries,
+                max_concurrency=args.max_concurrency)
+
+
 def _cmd_bake(args: argparse.Namespace) -> int:
-    stores = bake(args.recipe_file, args.target_root, args.recipe_id, args.num_workers, args.max_mem,
-                  stac=not args.no_stac, stac_schemas=args.stac_schemas)
-    for url in stores:
-        print(f"wrote {url}")
+    from .config import BakeConfig, load_config
+
+    config = load_config(args.config) if args.config else BakeConfig()
+    config = config.with_overrides(
+        dask={"address": args.dask_address} if args.dask_address else None,
+        flink={"flink_master": args.flink_master} if args.flink_master else None,
+        dataflow={"job_name": args.job_name} if args.job_name else None,
+    )
+    flags = _bake_flags(args)
+    if not args.json:
+        stores = bake(args.target, config=config, **flags)
+        for url in stores:
+            print(f"wrote {url}")
+        return EXIT_OK
+    # --json: stdout carries only the events; anything else printed goes to stderr.
+    stream = sys.stdout
+    events = Events(stream)
+    report = BakeReport(args.target)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            bake(args.target, config=config, events=events, report=report, **flags)
+    except Exception as error:
+        code, message = classify_failure(error)
+        logger.debug("failure", exc_info=True)
+        print(f"arcoforge: error: {message}", file=sys.stderr)
+        events.emit("result", **report.summary("failed", code, message),
+                    error_class=EXIT_CLASSES.get(code, "unexpected"))
+        return code
+    events.emit("result", **report.summary("succeeded", EXIT_OK))
     return EXIT_OK
+
+
+def _cmd_lint(args: argparse.Namespace) -> int:
+    from .lint import lint
+
+    report = lint(args.target, args.recipe_id)
+    if args.json:
+        for problem in report.problems:
+            print(json.dumps({"event": "problem", **problem.as_dict()}))
+        print(json.dumps({"event": "result", "status": "failed" if report.errors else "succeeded",
+                          "exit_code": EXIT_RECIPE if report.errors else EXIT_OK, "target": report.target,
+                          "recipes": report.recipe_ids, "errors": len(report.errors),
+                          "warnings": len(report.warnings)}))
+    else:
+        for problem in report.problems:
+            print(problem, file=sys.stderr if problem.severity == "error" else sys.stdout)
+        verdict = "failed" if report.errors else "passed"
+        print(f"lint {verdict}: {report.target}: {len(report.recipe_ids)} recipe(s) "
+              f"({', '.join(report.recipe_ids) or 'none imported'}), {len(report.errors)} error(s), "
+              f"{len(report.warnings)} warning(s)")
+    return EXIT_RECIPE if report.errors else EXIT_OK
 
 
 def _cmd_stac(args: argparse.Namespace) -> int:
@@ -227,17 +580,50 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    bake_parser = sub.add_parser("bake", help="run a recipe file on the embedded Beam runner")
-    bake_parser.add_argument("recipe_file", help="path to a recipe.py")
-    bake_parser.add_argument("--target-root", required=True, help="where stores are written (path or fsspec URL)")
-    bake_parser.add_argument("--recipe-id", help="which recipe object of the file to run (default: `recipe`)")
-    bake_parser.add_argument("--num-workers", type=int, default=1, help="local worker processes (default 1)")
+    bake_parser = sub.add_parser("bake", help="bake a feedstock or a recipe file on a Beam runner")
+    bake_parser.add_argument("target", metavar="FEEDSTOCK",
+                             help="a feedstock folder (holding meta.yaml) or a recipe .py file")
+    bake_parser.add_argument("--recipe-id", help="bake only this recipe (an id of meta.yaml, or an object of the file)")
+    bake_parser.add_argument("--prune", nargs="?", type=int, const=2, metavar="N",
+                             help="a test bake: keep the first N inputs of each concat dimension (default N: 2)")
+    bake_parser.add_argument("--target-root", help="where stores are written (path or fsspec URL; "
+                             "default: target.root of --config)")
+    bake_parser.add_argument("--cache-root", help="where inputs are cached (path or fsspec URL)")
+    bake_parser.add_argument("--runner", choices=["direct", "dask", "dataflow", "flink"],
+                             help="where the pipeline runs (default: runner.name of --config, else direct)")
+    bake_parser.add_argument("--config", help="a TOML or YAML file: target and cache storage, runner options, "
+                             "secrets named by environment variable (flags override it)")
+    bake_parser.add_argument("--json", action="store_true",
+                             help="print one JSON object per line for each event, the last a summary")
+    bake_parser.add_argument("--num-workers", type=int, help="local worker processes, or dask LocalCluster "
+                             "workers (default 1)")
     bake_parser.add_argument("--max-mem", help="memory budget for array data of the whole bake, e.g. 2GB "
                              "(default: each StoreToZarr's max_mem, 1GB)")
+    bake_parser.add_argument("--dask-address", help="dask scheduler address for --runner dask "
+                             "(default: a LocalCluster of --num-workers processes)")
+    bake_parser.add_argument("--flink-master", help="Flink REST endpoint (host:8081) for --runner flink")
+    bake_parser.add_argument("--job-name", help="Dataflow job name (default: feedstock-recipe-time)")
+    bake_parser.add_argument("--dry-run", action="store_true", help="build and check the pipeline (Dataflow: "
+                             "the job) without running or submitting it")
     bake_parser.add_argument("--no-stac", action="store_true", help="do not write STAC collections")
+    bake_parser.add_argument("--skip-bad-inputs", action="store_true",
+                             help="go on without inputs that fail (their places get fill values; each one is "
+                                  "recorded in the store's attrs and the run summary)")
+    bake_parser.add_argument("--retries", type=int, help="attempts for a transient fetch failure (default 5)")
+    bake_parser.add_argument("--max-concurrency", type=int, help="remote inputs fetched at once, in all")
+    bake_parser.add_argument("--append", action="store_true",
+                             help="append inputs the stores do not hold yet along their concat dimension")
+    bake_parser.add_argument("--break-lease", action="store_true",
+                             help="take over a store another bake holds (only if that bake is dead)")
     bake_parser.add_argument("--stac-schemas", help="folder of STAC JSON schemas laid out by URL, to validate "
                              "what is written (default: $ARCOFORGE_STAC_SCHEMAS)")
     bake_parser.set_defaults(run=_cmd_bake)
+
+    lint_parser = sub.add_parser("lint", help="check a feedstock's meta.yaml and recipes without running them")
+    lint_parser.add_argument("target", metavar="FEEDSTOCK", help="a feedstock folder or a recipe .py file")
+    lint_parser.add_argument("--recipe-id", help="check only this recipe")
+    lint_parser.add_argument("--json", action="store_true", help="one JSON object per problem, then a result")
+    lint_parser.set_defaults(run=_cmd_lint)
 
     stac_parser = sub.add_parser(
         "stac", help="write the STAC collection of a store, or validate STAC documents",

@@ -15,7 +15,10 @@ an input sits in the pattern, the value is its URL, opened source or Dataset.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,17 +28,32 @@ import xarray as xr
 from apache_beam.metrics import Metrics
 
 from .errors import ArcoforgeError, InputError, RecipeError, describe_input
-from .openers import open_url, open_with_xarray
-from .patterns import Dimension, FileType, Index, add_query_string_secrets
+from .openers import open_with_xarray, prepare_input, resolve_cache
+from .skipping import (
+    SkippedInput,
+    check_on_error,
+    gap_layout,
+    outline,
+    placeholder_dataset,
+    report_skipped,
+    skipped_inputs_attrs,
+)
+from .storage import InputCache, RetryPolicy, concurrency_slots, public_name, redact, register_secrets, secret_values
+from .patterns import Dimension, FileType, Index
 from .chunking import parse_size
 from .progress import record_event
-from .rechunk import assemble_task, input_pieces
-from .runners import runtime_defaults
+from .rechunk import assemble_task, input_pieces, release_freed_memory
+from .runners import local_data_budget, runtime_defaults
 from .schema import combine_schemas, input_schema
 from .stac import link_collection, provenance, provenance_attrs, write_store_collection
+from .append import extend_schema, inputs_to_append, read_existing
+from .state import StoreState, fingerprint, new_owner, task_id
 from .writers import (
     DEFAULT_MAX_MEM,
     StorePlan,
+    plan_description,
+    resize_for_append,
+    rewrite_coordinate,
     consolidate_dimension_coordinates,
     consolidate_metadata,
     plan_store,
@@ -53,50 +71,170 @@ def _store_url_of(element: Any) -> str:
     return element.url if isinstance(element, StorePlan) else str(element)
 
 
+def _prepare_or_skip(element: tuple[Index, str], settings: dict[str, Any], skip: bool,
+                     progress_dir: str | None) -> tuple[Index, Any]:
+    """Fetch one input (see :func:`~arcoforge.openers.prepare_input`); with ``skip``, a failure is a record."""
+    index, url = element
+    Metrics.counter(NAMESPACE, "inputs_found").inc()
+    try:
+        return index, prepare_input(url, index, **settings)
+    except InputError as error:
+        if not skip:
+            raise
+        record = SkippedInput(index, public_name(url), redact(str(error)), stage="fetch")
+        report_skipped(record, progress_dir)
+        Metrics.counter(NAMESPACE, "inputs_skipped").inc()
+        return index, record
+
+
+def _open_slot(index: Index, slots: int) -> int:
+    """Which of ``slots`` sequential lanes an input is fetched in (stable across processes)."""
+    return zlib.crc32(repr(index.sort_key()).encode()) % slots
+
+
+def _merge_key(index: Index) -> tuple:
+    return tuple(p.value for d, p in sorted(index.items()) if d.operation.name == "MERGE")
+
+
+def _earliest(items: Any) -> Any:
+    return min(items, key=lambda item: item[0].sort_key())
+
+
 @dataclass
 class OpenURLWithFSSpec(beam.PTransform):
     """Turn each ``(index, url)`` into ``(index, source)`` that OpenWithXarray reads.
 
-    ``secrets`` are added to each URL's query string; ``open_kwargs`` go to
-    :func:`fsspec.open` (a pattern's ``fsspec_open_kwargs``).
+    Remote inputs (``http(s)://``, ``s3://``, any fsspec URL) and compressed ones
+    (``.nc.gz``) are fetched once into a cache, checked (size, checksum, not an
+    HTML page) and retried on transient failures; local files pass as paths.
+    Defaults not given here come from the runner (``arcoforge bake`` options).
+
+    ``cache``: a folder (path or URL) every worker can read, an
+    :class:`~arcoforge.storage.InputCache`, ``None`` for the runner's
+    ``--cache-root`` or else a folder of this machine's own, or ``False`` to read
+    remote inputs over the network while they are used. ``secrets`` are added to
+    each URL's query string; ``open_kwargs`` (a pattern's ``fsspec_open_kwargs``)
+    are filesystem options and ``compression``. ``max_concurrency`` caps the inputs
+    fetched at once, over all workers. ``retries`` is a number of tries or a
+    :class:`~arcoforge.storage.RetryPolicy`. ``on_error="skip"`` goes on without
+    inputs that fail (see :mod:`arcoforge.skipping`).
     """
 
+    cache: str | InputCache | bool | None = None
     secrets: dict | None = None
     open_kwargs: dict | None = None
-
-    def _open(self, index: Index, url: str) -> tuple[Index, Any]:
-        if self.secrets:
-            url = add_query_string_secrets(url, self.secrets)
-        Metrics.counter(NAMESPACE, "inputs_found").inc()
-        return index, open_url(url, self.open_kwargs)
+    max_concurrency: int | None = None
+    retries: int | RetryPolicy | None = None
+    on_error: str | None = None
 
     def expand(self, pcoll: beam.PCollection) -> beam.PCollection:
-        return pcoll | "Open URLs" >> beam.MapTuple(self._open)
+        runtime = runtime_defaults()
+        # Read here, in the process that builds the pipeline: workers do not share its globals.
+        source_options = runtime.source_storage_options
+        cache = resolve_cache(self.cache if self.cache is not None else runtime.cache_root, runtime.storage_options)
+        max_concurrency = self.max_concurrency or runtime.max_concurrency
+        concurrency_slots(max_concurrency)  # checks the value now rather than on a worker
+        on_error = check_on_error(self.on_error or runtime.on_error)
+        settings = dict(
+            cache=cache if cache is not None else False, storage_options=source_options,
+            open_kwargs=self.open_kwargs, secrets=self.secrets, max_concurrency=max_concurrency,
+            retry=RetryPolicy.of(self.retries if self.retries is not None else runtime.retries),
+        )
+        register_secrets(secret_values(source_options, [], (self.secrets or {}).values())
+                         | secret_values(self.open_kwargs) | secret_values(runtime.storage_options))
+        prepare = dict(settings=settings, skip=on_error == "skip", progress_dir=runtime.progress_dir)
+        if max_concurrency:
+            sources = (
+                pcoll
+                | "Assign fetch lanes" >> beam.Map(lambda element: (_open_slot(element[0], max_concurrency), element))
+                | "Group by lane" >> beam.GroupByKey()
+                | "Open URLs" >> beam.FlatMap(lambda lane: [_prepare_or_skip(e, **prepare) for e in lane[1]])
+            )
+        else:
+            sources = pcoll | "Open URLs" >> beam.Map(_prepare_or_skip, **prepare)
+        sources._arcoforge_on_error = on_error  # tells OpenWithXarray to fill the places of skipped inputs
+        return sources
 
 
 @dataclass
 class OpenWithXarray(beam.PTransform):
-    """Open each ``(index, source)`` as ``(index, xarray.Dataset)``, lazily unless ``load``."""
+    """Open each ``(index, source)`` as ``(index, xarray.Dataset)``, lazily unless ``load``.
+
+    With ``on_error="skip"`` (here, on OpenURLWithFSSpec, or from the runner) an
+    input that fails is replaced by a placeholder of missing values, and every
+    dataset records the skipped inputs in its ``arcoforge_skipped_inputs``
+    attribute (see :mod:`arcoforge.skipping`). ``nitems_per_file`` (as in
+    ``ConcatDim``) tells a skipped input's length when its neighbours cannot.
+    """
 
     file_type: FileType | str = FileType.unknown
     load: bool = False
     copy_to_local: bool = False
     xarray_open_kwargs: dict | None = field(default_factory=dict)
-
-    def _open(self, index: Index, source: Any) -> tuple[Index, xr.Dataset]:
-        ds = open_with_xarray(
-            source,
-            file_type=self.file_type,
-            load=self.load,
-            copy_to_local=self.copy_to_local,
-            xarray_open_kwargs=self.xarray_open_kwargs,
-            index=index,
-        )
-        Metrics.counter(NAMESPACE, "inputs_opened").inc()
-        return index, ds
+    on_error: str | None = None
+    nitems_per_file: dict[str, int | None] | None = None
 
     def expand(self, pcoll: beam.PCollection) -> beam.PCollection:
-        return pcoll | "Open with xarray" >> beam.MapTuple(self._open)
+        runtime = runtime_defaults()
+        upstream = getattr(pcoll, "_arcoforge_on_error", None)
+        on_error = check_on_error(self.on_error or (upstream if upstream == "skip" else None) or runtime.on_error)
+        skip, progress_dir = on_error == "skip", runtime.progress_dir
+        options = dict(file_type=self.file_type, load=self.load, copy_to_local=self.copy_to_local,
+                       xarray_open_kwargs=self.xarray_open_kwargs)
+
+        def open_one(index: Index, source: Any) -> tuple[Index, Any]:
+            if isinstance(source, SkippedInput):
+                if skip:
+                    return index, source
+                raise InputError(f"{describe_input(index, source.url)}: {source.error}")
+            try:
+                ds = open_with_xarray(source, index=index, **options)
+            except InputError as error:
+                if not skip:
+                    raise
+                record = SkippedInput(index, getattr(source, "source_name", None) or str(source),
+                                      redact(str(error)), stage="open")
+                report_skipped(record, progress_dir)
+                Metrics.counter(NAMESPACE, "inputs_skipped").inc()
+                return index, record
+            Metrics.counter(NAMESPACE, "inputs_opened").inc()
+            return index, ds
+
+        opened = pcoll | "Open with xarray" >> beam.MapTuple(open_one)
+        if not skip:
+            return opened
+        nitems_per_file = dict(self.nitems_per_file or {})
+
+        def placeholder(record: SkippedInput, templates: dict, outlines: list, skipped: list) -> tuple[Index, Any]:
+            key = _merge_key(record.index)
+            if key not in templates:
+                raise InputError(f"{describe_input(record.index, record.url)} was to be skipped, but no input "
+                                 f"of its merge group {key} could be opened to stand in for its structure")
+            layout = gap_layout(record.index, outlines, [r.index for r in skipped], nitems_per_file, record.url)
+            logger.info("filling the place of %s with missing values (%s)", describe_input(record.index, record.url),
+                        ", ".join(f"{d}={n}" for d, n in layout.lengths.items()))
+            return record.index, placeholder_dataset(templates[key][1], record.index, layout, record.url)
+
+        def with_record(element: tuple[Index, xr.Dataset], skipped: list) -> tuple[Index, xr.Dataset]:
+            index, ds = element
+            ds = ds.copy()
+            ds.attrs.update(skipped_inputs_attrs(skipped))
+            return index, ds
+
+        good = opened | "Opened" >> beam.Filter(lambda element: not isinstance(element[1], SkippedInput))
+        skipped = (opened | "Skipped" >> beam.Filter(lambda element: isinstance(element[1], SkippedInput))
+                   | "Skip records" >> beam.Values())
+        outlines = good | "Outline inputs" >> beam.MapTuple(outline)
+        templates = (good | "Key by merge group" >> beam.MapTuple(lambda i, ds: (_merge_key(i), (i, ds)))
+                     | "One input per merge group" >> beam.CombinePerKey(_earliest))
+        placeholders = skipped | "Placeholders" >> beam.Map(
+            placeholder, templates=beam.pvalue.AsDict(templates), outlines=beam.pvalue.AsList(outlines),
+            skipped=beam.pvalue.AsList(skipped))
+        return (
+            (good, placeholders)
+            | "Inputs and placeholders" >> beam.Flatten()
+            | "Record skipped inputs" >> beam.Map(with_record, skipped=beam.pvalue.AsList(skipped))
+        )
 
 
 @dataclass
@@ -138,21 +276,27 @@ def _pieces(element: tuple[Index, xr.Dataset], plan: StorePlan):
     index, ds = element
     schema = plan.schema
     groups = {group: names for group, names in plan.groups.items() if schema.writes_variable(index, group)}
-    dims_of = {name: schema.variables[name].dims for names in groups.values() for name in names}
-    yield from input_pieces(index, ds, groups, dims_of, schema.input_offsets(index), plan.grids)
+    if groups:  # else an input the store holds already, or one contributing nothing
+        dims_of = {name: schema.variables[name].dims for names in groups.values() for name in names}
+        for key, piece in input_pieces(index, ds, groups, dims_of, schema.input_offsets(index), plan.grids):
+            if not plan.done or task_id(*key) not in plan.done:  # done by an earlier attempt
+                yield key, piece
 
 
 def _write_task(task: tuple, plan: StorePlan, template_url: str, progress_dir: str | None) -> int:
     key, pieces = task
     variables = {name: plan.schema.variables[name] for name in plan.groups[key[0]]}
-    region, arrays = assemble_task(key, pieces, plan.grids[key[0]], {n: v.dtype for n, v in variables.items()})
     nbytes = 0
-    for name, values in arrays.items():
+    dtypes = {name: variable.dtype for name, variable in variables.items()}
+    for name, region, values in assemble_task(key, pieces, plan.grids[key[0]], dtypes):
         write_region(plan.url, name, region, values, variables[name], plan.storage_options)
         nbytes += values.nbytes
+        del values
+        release_freed_memory()
+    StoreState(plan.url, plan.storage_options).mark_done(task_id(*key))
     Metrics.counter(NAMESPACE, "tasks_written").inc()
     Metrics.counter(NAMESPACE, "bytes_written").inc(nbytes)
-    record_event(progress_dir, "task", store=plan.url, variables=sorted(arrays), nbytes=nbytes)
+    record_event(progress_dir, "task", store=plan.url, variables=sorted(variables), nbytes=nbytes)
     return nbytes
 
 
@@ -174,6 +318,17 @@ class StoreToZarr(beam.PTransform):
     ``max_mem`` bounds the array data a bake holds at once (split between local
     worker processes; per worker on distributed runners). ``zarr_format`` is 3
     by default; 2 on request.
+
+    Readers find no store at the URL until it is complete (its root metadata is
+    published last). A bake killed and run again resumes: write tasks done
+    before are skipped. While a bake runs it holds a lease on the store
+    (``lease_ttl`` seconds); another bake of the same store fails clearly unless
+    ``break_lease`` (see :mod:`arcoforge.state`).
+
+    With ``append_dim`` (or ``arcoforge bake --append``), inputs the complete
+    store does not hold yet are appended along that dimension, after checks
+    that they continue it (see :mod:`arcoforge.append`); a store that does not
+    exist yet is baked whole. Appending what the store holds already does nothing.
     """
 
     combine_dims: list[Dimension]
@@ -188,6 +343,9 @@ class StoreToZarr(beam.PTransform):
     target_shards: dict[str, int] | None = None
     max_mem: int | str = DEFAULT_MAX_MEM
     storage_options: dict | None = None
+    lease_ttl: float = 6 * 3600
+    break_lease: bool = False
+    append_dim: str | None = None
 
     def _url(self) -> str:
         root = self.target_root or runtime_defaults().target_root
@@ -206,7 +364,7 @@ class StoreToZarr(beam.PTransform):
         combine_dims = list(self.combine_dims)
         concat_dims = [d.name for d in combine_dims if d.operation.name == "CONCAT"]
         # A local bake shares one machine's memory between its worker processes.
-        max_mem = parse_size(runtime.max_mem or self.max_mem, "max_mem") // max(runtime.num_workers, 1)
+        max_mem = local_data_budget(parse_size(runtime.max_mem or self.max_mem, "max_mem"), runtime.num_workers)
         plan_kwargs = dict(
             target_chunks=self.target_chunks, attrs=dict(self.attrs), encoding=dict(self.encoding),
             zarr_format=self.zarr_format, storage_options=storage_options, target_shards=self.target_shards,
@@ -215,25 +373,91 @@ class StoreToZarr(beam.PTransform):
         )
 
         known_provenance = dict(runtime.provenance or {})
+        owner = runtime.owner or new_owner()
+        lease_ttl, break_lease = self.lease_ttl, self.break_lease or runtime.break_lease
+
+        append_dim = self.append_dim or (concat_dims[0] if runtime.append and len(concat_dims) == 1 else None)
+        if runtime.append and not append_dim:
+            raise RecipeError(f"StoreToZarr({self.store_name!r}): --append needs append_dim, or one concat dim")
 
         def make_plan(input_schemas: list) -> StorePlan:
-            schema = combine_schemas(input_schemas, combine_dims)
+            state = StoreState(url, storage_options)
+            state.acquire_lease(owner, lease_ttl, break_lease)
+            try:
+                return _make_plan(input_schemas, state)
+            except BaseException:
+                state.release_lease(owner)  # nothing was written: the store is free again
+                raise
+
+        def _make_plan(input_schemas: list, state: StoreState) -> StorePlan:
+            existing = read_existing(url, append_dim, storage_options) if append_dim else None
+            if existing is not None:
+                fresh = inputs_to_append(input_schemas, existing)
+                if not fresh:
+                    logger.info("nothing to append to %s: it holds all %d inputs", url, len(input_schemas))
+                    schema = combine_schemas(input_schemas, combine_dims)
+                    return StorePlan(url, schema, {}, {}, {}, storage_options=storage_options,
+                                     append_dim=append_dim, nothing_new=True)
+                first = {append_dim: min(s.index.find_position(append_dim).value for s in fresh)}
+                schema = extend_schema(existing, combine_schemas(fresh, combine_dims, first_positions=first))
+                logger.info("appending %d inputs to %s along %r (%d -> %d)", len(fresh), url, append_dim,
+                            existing.length, schema.dims[append_dim])
+            else:
+                schema = combine_schemas(input_schemas, combine_dims)
             record = {**provenance(n_inputs=schema.n_inputs), **known_provenance}
             kwargs = {**plan_kwargs, "attrs": {**plan_kwargs["attrs"], **provenance_attrs(record)}}
-            plan = plan_store(schema, url, **kwargs)
+            plan = plan_store(schema, url, **kwargs, append_to=existing)
+            print_ = fingerprint(plan_description(plan))
+            if state.plan_fingerprint() == print_:
+                complete = state.is_complete(print_)
+                done = frozenset(
+                    task_id(group, task) for group, grid in plan.grids.items() for task in grid
+                ) if complete else frozenset(state.done_tasks())
+                plan = dataclasses.replace(plan, resume=True, done=done)
+                logger.info("resuming %s: %d of %d write tasks already done%s", url, len(done), plan.n_tasks,
+                            " (complete)" if complete else "")
             record_event(progress_dir, "plan", store=url, n_inputs=plan.schema.n_inputs,
-                         n_tasks=plan.n_tasks, nbytes=plan.nbytes)
+                         n_tasks=plan.n_tasks - len(plan.done), nbytes=plan.nbytes)
             return plan
 
         def write_store_template(plan: StorePlan) -> str:
+            if plan.resume or plan.nothing_new:
+                return plan.url  # the template of the same plan is there already
+            state = StoreState(plan.url, plan.storage_options)
+            description = plan_description(plan)
+            if plan.append_dim and state.is_complete():
+                state.start_append(fingerprint(description), json.loads(json.dumps(description, default=repr)))
+                resize_for_append(plan)
+                return plan.url
             template = template_dataset(plan.schema, plan.chunks, plan.attrs, plan.zarr_encoding,
                                         plan.zarr_format, plan.shards)
-            write_template(plan.url, template, plan.zarr_format, plan.storage_options)
+            state.remove("plan.json")  # an attempt killed while the template is written starts over
+            held = write_template(plan.url, template, plan.zarr_format, plan.storage_options)
+            state.start(fingerprint(description), json.loads(json.dumps(description, default=repr)))
+            state.hold_root(held)
             return plan.url
 
         def finish(_total: int, plan: StorePlan) -> str:
-            consolidate_dimension_coordinates(plan.url, plan.storage_options)
+            state = StoreState(plan.url, plan.storage_options)
+            if plan.nothing_new:
+                state.release_lease(owner)
+                return plan.url
+            appended = plan.append_dim is not None and state.is_complete()
+            if appended:
+                for name in plan.schema.concat_coords:
+                    rewrite_coordinate(plan, name)
+                state.record_ingested(state.ingested() + list(plan.schema.urls))
+            else:
+                state.publish_root(plan.zarr_format)
+                consolidate_dimension_coordinates(plan.url, plan.storage_options)
+                state.record_ingested(plan.schema.urls)
             consolidate_metadata(plan.url, plan.storage_options)
+            state.mark_complete({
+                "fingerprint": fingerprint(plan_description(plan)),
+                "lengths": {dim: plan.schema.dims[dim] for dim in plan.schema.concat_dims},
+                "n_tasks": plan.n_tasks,
+            })
+            state.release_lease(owner)
             return plan.url
 
         plan = (
