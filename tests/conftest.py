@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -28,3 +30,30 @@ def daily_archive(tmp_path_factory) -> list[str]:
     """Twelve daily demo files on a small grid (packed int16 SST, NaN land mask, per-file epochs)."""
     directory = tmp_path_factory.mktemp("daily")
     return write_demo_archive(directory, ndays=12, nlat=12, nlon=24, start=dt.date(2000, 2, 24))
+
+
+def _load_servers():
+    """tests/_servers.py (real HTTP and S3 servers on 127.0.0.1), loaded once; tests are not a package."""
+    name = "arcoforge_tests_servers"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("_servers.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+_servers = _load_servers()
+file_server, moto_endpoint, s3 = _servers.file_server, _servers.moto_endpoint, _servers.s3
+
+
+@pytest.fixture
+def s3_filesystem():
+    """A function giving an s3fs filesystem for storage options (of the moto server)."""
+    return _servers.s3_filesystem
+
+
+@pytest.fixture
+def private_default_cache(tmp_path, monkeypatch):
+    """Inputs cached without a cache_root go to this test's folder, not the machine's temp folder."""
+    monkeypatch.setenv("ARCOFORGE_CACHE_DIR", str(tmp_path / "default-cache"))

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import apache_beam as beam
@@ -17,24 +15,12 @@ from arcoforge.skipping import SKIPPED_ATTR, read_skipped_inputs
 from arcoforge.storage import RetryPolicy
 
 
-def _load_servers():
-    name = "arcoforge_tests_servers"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("_servers.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
-file_server = _load_servers().file_server
 FAST = RetryPolicy(attempts=4, base_delay=0.01, max_delay=0.05)
 
 
-@pytest.fixture(autouse=True)
-def private_default_cache(tmp_path, monkeypatch):
-    """Inputs cached without a cache_root go to this test's folder, not the machine's temp folder."""
-    monkeypatch.setenv("ARCOFORGE_CACHE_DIR", str(tmp_path / "default-cache"))
+pytestmark = pytest.mark.usefixtures("private_default_cache")
 
 
 def recipe(pattern, target_root, opener=None, xarray_opener=None, **store_kwargs):

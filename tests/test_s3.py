@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
-import sys
 import traceback
 from pathlib import Path
 
@@ -22,25 +20,12 @@ from arcoforge.storage import RetryPolicy
 from arcoforge.writers import open_store
 
 
-def _load_servers():
-    name = "arcoforge_tests_servers"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("_servers.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
-_servers = _load_servers()
-file_server, moto_endpoint, s3 = _servers.file_server, _servers.moto_endpoint, _servers.s3
 FAST = RetryPolicy(attempts=4, base_delay=0.01, max_delay=0.05)
 
 
-@pytest.fixture(autouse=True)
-def private_default_cache(tmp_path, monkeypatch):
-    """Inputs cached without a cache_root go to this test's folder, not the machine's temp folder."""
-    monkeypatch.setenv("ARCOFORGE_CACHE_DIR", str(tmp_path / "default-cache"))
+pytestmark = pytest.mark.usefixtures("private_default_cache")
 
 
 def reference(paths):
@@ -61,10 +46,10 @@ def mixed_inputs(server, fs, bucket, paths):
     return urls
 
 
-def test_inputs_over_http_and_s3_bake_to_s3_and_open_from_s3(file_server, s3, daily_archive, tmp_path,
+def test_inputs_over_http_and_s3_bake_to_s3_and_open_from_s3(file_server, s3, s3_filesystem, daily_archive, tmp_path,
                                                              schemas_dir):
     options, bucket = s3
-    fs = _servers.s3_filesystem(options)
+    fs = s3_filesystem(options)
     paths = daily_archive[:6]
     urls = mixed_inputs(file_server, fs, bucket, paths)
     file_server.fail("d0.nc", 503, "reset")
@@ -95,13 +80,14 @@ def test_inputs_over_http_and_s3_bake_to_s3_and_open_from_s3(file_server, s3, da
     xr.testing.assert_equal(reopened.load(), actual.load())
 
 
-def test_no_secret_reaches_any_output_or_log(file_server, s3, daily_archive, tmp_path, monkeypatch, caplog, capfd):
+def test_no_secret_reaches_any_output_or_log(file_server, s3, s3_filesystem, daily_archive, tmp_path, monkeypatch,
+                                            caplog, capfd):
     options, bucket = s3
     s3_secret, netrc_password = "PLANTED-s3-secret-c0ffee", "PLANTED-netrc-pw-beef42"
     query_token, header_token = "PLANTED-query-token-d00d", "PLANTED-header-token-f00d"
     planted = [s3_secret, netrc_password, query_token, header_token]
     options = {**options, "secret": s3_secret}  # moto accepts any key pair
-    fs = _servers.s3_filesystem(options)
+    fs = s3_filesystem(options)
     fs.mkdir(f"{bucket}/inputs")
     paths = daily_archive[:6]
     urls = mixed_inputs(file_server, fs, bucket, paths)
@@ -166,9 +152,9 @@ def test_no_secret_reaches_any_output_or_log(file_server, s3, daily_archive, tmp
         assert not leaks, f"{secret} found in {leaks}"
 
 
-def test_credentials_from_an_aws_profile_and_the_environment(s3, daily_archive, tmp_path, monkeypatch):
+def test_credentials_from_an_aws_profile_and_the_environment(s3, s3_filesystem, daily_archive, tmp_path, monkeypatch):
     options, bucket = s3
-    fs = _servers.s3_filesystem(options)
+    fs = s3_filesystem(options)
     fs.put_file(daily_archive[0], f"{bucket}/d0.nc")
     credentials = tmp_path / "credentials"
     credentials.write_text("[arco]\naws_access_key_id = profile-key-id\naws_secret_access_key = profile-secret\n")

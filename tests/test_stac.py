@@ -418,8 +418,8 @@ def test_validator_rejects_an_invalid_catalog_and_bad_files(produced, schemas_di
     catalog = json.loads((produced["root"] / "stac" / "catalog.json").read_text())
     del catalog["description"]
     errors = stac.validate_stac(catalog, schemas_dir, name="catalog.json")
-    assert errors == [f"catalog.json: field (top level): 'description' is a required property "
-                      f"[schema https://schemas.stacspec.org/v1.1.0/catalog-spec/json-schema/catalog.json]"]
+    assert errors == ["catalog.json: field (top level): 'description' is a required property "
+                      "[schema https://schemas.stacspec.org/v1.1.0/catalog-spec/json-schema/catalog.json]"]
     (tmp_path / "bad.json").write_text("{not json")
     assert "is not JSON" in stac.validate_stac_file(tmp_path / "bad.json", schemas_dir)[0]
     assert stac.validate_stac_file(tmp_path / "missing.json", schemas_dir) == [f"{tmp_path / 'missing.json'}: no such file"]

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import errno
-import importlib.util
 import json
 import logging
 import pickle
 import shutil
-import sys
 import threading
 from pathlib import Path
 
@@ -36,24 +34,12 @@ from arcoforge.storage import (
 )
 
 
-def _load_servers():
-    name = "arcoforge_tests_servers"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("_servers.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
-file_server = _load_servers().file_server
 FAST = RetryPolicy(attempts=4, base_delay=0.01, max_delay=0.05)
 
 
-@pytest.fixture(autouse=True)
-def private_default_cache(tmp_path, monkeypatch):
-    """Inputs cached without a cache_root go to this test's folder, not the machine's temp folder."""
-    monkeypatch.setenv("ARCOFORGE_CACHE_DIR", str(tmp_path / "default-cache"))
+pytestmark = pytest.mark.usefixtures("private_default_cache")
 
 
 @pytest.fixture

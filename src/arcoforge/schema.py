@@ -11,7 +11,6 @@ All of it is plain Python, so it is tested without Beam.
 from __future__ import annotations
 
 import logging
-import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
