@@ -103,7 +103,8 @@ def test_pieces_are_lazy_until_assembled(tmp_path):
     pattern = FilePattern(lambda time: str(path), ConcatDim("time", [0]))
     pieces = list(input_pieces(next(iter(pattern)), ds, {"v": ["v"]}, {"v": ("time", "lat")}, {"time": 0}, {"v": grid}))
     assert len(pieces) == 2
-    assert all(not isinstance(piece["v"]._data, np.ndarray) for _, (_, piece) in pieces)
+    assert all(not isinstance(piece["v"]._data, np.ndarray) for _, (_, piece, _) in pieces)
+    assert pieces[0][1][2] == f"{path} (pattern index Index(time=0))"
 
 
 def test_a_missing_piece_is_reported():

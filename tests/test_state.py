@@ -183,3 +183,47 @@ def test_state_lives_beside_the_store_and_leases_name_their_owner(tmp_path):
     assert state.plan_fingerprint() == "abc" and state.done_tasks() == {"v/0.1"}
     state.start("def", {"n_tasks": 2})
     assert state.done_tasks() == set()
+
+
+def test_an_input_corrupt_mid_bake_is_named_and_the_fixed_bake_resumes(tmp_path, archive, reference):
+    import h5py
+    import shutil
+
+    expected_hashes, _ = reference
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    paths = [shutil.copy(path, inputs) for path in archive]
+    bad = Path(paths[25])
+    good_bytes = bad.read_bytes()
+    with h5py.File(bad, "r") as f:  # the compressed data of one variable: its structure still opens
+        chunk = f["analysed_sst"].id.get_chunk_info(0)
+    with open(bad, "r+b") as f:
+        f.seek(chunk.byte_offset)
+        f.write((b"garbage!" * chunk.size)[: chunk.size])
+
+    target = tmp_path / "out"
+    recipe = write_recipe(tmp_path / "recipe", paths)
+    failed = subprocess.run(bake_command(recipe, target), capture_output=True, text=True, timeout=300)
+    assert failed.returncode == 3, failed.stderr
+    assert f"reading 'analysed_sst' from {bad} (pattern index Index(time=25)) failed" in failed.stderr
+    assert done_count(target) > 0  # the chunks written before the failure are kept
+    assert not (target / ".arcoforge" / "r.zarr" / "lease.json").exists()
+
+    bad.write_bytes(good_bytes)  # the input is fixed
+    resumed = subprocess.run(bake_command(recipe, target, verbose=True), capture_output=True, text=True,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "write tasks already done" in resumed.stderr
+    assert chunk_hashes(target / "r.zarr") == expected_hashes
+
+
+def test_a_target_that_cannot_be_written_is_a_clear_infrastructure_error(tmp_path, archive, capsys):
+    from arcoforge.cli import main
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the target's parent folder should be")
+    recipe = write_recipe(tmp_path / "recipe", archive[:3])
+    code = main(["-q", "bake", str(recipe), "--target-root", str(blocker / "out"), "--no-stac"])
+    err = capsys.readouterr().err
+    assert code == 4
+    assert "Not a directory" in err and str(blocker) in err and len(err.strip().splitlines()) == 1

@@ -46,6 +46,12 @@ _EXIT_BY_KIND = {"RecipeError": EXIT_RECIPE, "InputError": EXIT_INPUT, "SchemaEr
                  "InfrastructureError": EXIT_INFRASTRUCTURE, "LeaseError": EXIT_INFRASTRUCTURE}
 
 
+_OS_ERROR_LINE = re.compile(
+    r"\b(?:OSError|IOError|PermissionError|NotADirectoryError|IsADirectoryError|FileNotFoundError|"
+    r"FileExistsError|ConnectionError|ConnectionResetError|TimeoutError|BrokenPipeError): [^\n]+"
+)
+
+
 def classify_failure(error: BaseException) -> tuple[int, str]:
     """The exit code and one clear message for a failed bake."""
     from .errors import InfrastructureError, InputError, RecipeError
@@ -67,6 +73,10 @@ def classify_failure(error: BaseException) -> tuple[int, str]:
         return _EXIT_BY_KIND[kind], message.strip()
     if isinstance(error, OSError):
         return EXIT_INFRASTRUCTURE, f"{type(error).__name__}: {error}"
+    # Runners hand worker errors back as text: an operating-system error there is storage or network.
+    os_error = _OS_ERROR_LINE.search(str(error))
+    if os_error:
+        return EXIT_INFRASTRUCTURE, _strip_beam_context(os_error.group(0))
     return EXIT_UNEXPECTED, f"{type(error).__name__}: {_strip_beam_context(str(error))}"
 
 

@@ -28,7 +28,7 @@ import numpy as np
 import xarray as xr
 
 from .chunking import chunks_overlapping
-from .errors import RecipeError, SchemaError, describe_input
+from .errors import InputError, RecipeError, SchemaError, describe_input
 from .patterns import Index
 
 # Tasks grow along concat dimensions up to this size, to keep per-task overhead small.
@@ -67,7 +67,8 @@ def release_freed_memory() -> None:
 
 
 TaskKey = tuple[str, tuple[int, ...]]
-Piece = tuple[tuple[int, ...], xr.Variable]
+# (global start, {variable: lazily indexed Variable}, the input's name for messages)
+Piece = tuple[tuple[int, ...], dict[str, xr.Variable], str]
 
 
 @dataclass(frozen=True)
@@ -221,7 +222,23 @@ def input_pieces(
             lo = tuple(max(r.start, a) for r, a in zip(region, start))
             hi = tuple(min(r.stop, b) for r, b in zip(region, stop))
             local = tuple(slice(a - s, b - s) for a, b, s in zip(lo, hi, start))
-            yield (group, tuple(task)), (lo, {n: (v[local] if v.ndim else v) for n, v in variables.items()})
+            pieces = {n: (v[local] if v.ndim else v) for n, v in variables.items()}
+            yield (group, tuple(task)), (lo, pieces, describe_input(index, ds.encoding.get("source")))
+
+
+def _read(piece: Piece, name: str) -> np.ndarray:
+    """The values of one variable of a piece, or an :class:`InputError` naming the input.
+
+    An input whose structure opened fine can still fail here, mid-bake: a data
+    chunk truncated or corrupt on disk, or a connection lost.
+    """
+    try:
+        return np.asarray(piece[1][name].values)
+    except Exception as error:
+        raise InputError(
+            f"reading {name!r} from {piece[2]} failed: {type(error).__name__}: {error}; "
+            "the chunks written so far are kept, and the bake resumes once the input is fixed"
+        ) from error
 
 
 def assemble_task(
@@ -241,15 +258,15 @@ def assemble_task(
     expected = math.prod(shape)
     for name, dtype in dtypes.items():
         if len(pieces) == 1 and pieces[0][1][name].shape == shape:
-            yield name, region, np.asarray(pieces[0][1][name].values).astype(dtype, copy=False)
+            yield name, region, _read(pieces[0], name).astype(dtype, copy=False)
             continue
         out = np.empty(shape, dtype=dtype)
         covered = 0
-        for start, variables in pieces:
-            piece = variables[name]
-            local = tuple(slice(a - r.start, a - r.start + n) for a, r, n in zip(start, region, piece.shape))
-            out[local] = piece.values
-            covered += piece.size
+        for piece in pieces:
+            start, variable = piece[0], piece[1][name]
+            local = tuple(slice(a - r.start, a - r.start + n) for a, r, n in zip(start, region, variable.shape))
+            out[local] = _read(piece, name)
+            covered += variable.size
         if covered != expected:
             raise SchemaError(
                 f"write task {key[1]} of {name!r} received {covered} of its {expected} elements "
