@@ -221,3 +221,73 @@ def s3_filesystem(options: dict):
     import s3fs
 
     return s3fs.S3FileSystem(skip_instance_cache=True, **options)
+
+
+class FaultyS3Proxy:
+    """An HTTP proxy in front of the moto server that answers 503 SlowDown to chosen writes.
+
+    Each object whose key contains ``fail_keys_containing`` gets a 503 the first
+    time it is PUT, then passes: an object store throttling in the middle of a bake.
+    """
+
+    def __init__(self, upstream: str, fail_keys_containing: str = "/c/"):
+        import http.client
+        import threading
+        import urllib.parse
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.failed: list[str] = []
+        self.fail_keys_containing = fail_keys_containing
+        target = urllib.parse.urlparse(upstream)
+        proxy = self
+        lock = threading.Lock()
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # quiet
+                pass
+
+            def _relay(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                if self.command == "PUT" and proxy.fail_keys_containing in self.path:
+                    with lock:
+                        first = self.path not in proxy.failed
+                        if first:
+                            proxy.failed.append(self.path)
+                    if first:
+                        payload = (b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>SlowDown</Code>"
+                                   b"<Message>Please reduce your request rate.</Message></Error>")
+                        self.send_response(503)
+                        self.send_header("Content-Type", "application/xml")
+                        self.send_header("Content-Length", str(len(payload)))
+                        self.end_headers()
+                        self.wfile.write(payload)
+                        return
+                connection = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                headers["Host"] = target.netloc
+                connection.request(self.command, self.path, body=body, headers=headers)
+                response = connection.getresponse()
+                data = response.read()
+                self.send_response(response.status)
+                for key, value in response.getheaders():
+                    if key.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                connection.close()
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _relay
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -227,3 +227,29 @@ def test_a_target_that_cannot_be_written_is_a_clear_infrastructure_error(tmp_pat
     err = capsys.readouterr().err
     assert code == 4
     assert "Not a directory" in err and str(blocker) in err and len(err.strip().splitlines()) == 1
+
+
+def test_throttled_chunk_writes_are_retried_and_nothing_is_lost(tmp_path, moto_endpoint, s3, daily_archive):
+    import importlib.util as _util
+    import sys as _sys
+
+    servers = _sys.modules["arcoforge_tests_servers"]  # loaded by conftest.py
+    options, bucket = s3
+    proxy = servers.FaultyS3Proxy(moto_endpoint)
+    try:
+        through_proxy = {**options, "endpoint_url": proxy.url}
+        recipe = write_recipe(tmp_path / "recipe", daily_archive[:4])
+        module_spec = _util.spec_from_file_location("throttled_recipe", recipe)
+        module = _util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+        import arcoforge as af
+
+        target = f"s3://{bucket}/stores"
+        with af.use_runtime_defaults(target_root=target, storage_options=through_proxy):
+            af.run_local(module.recipe)
+    finally:
+        proxy.stop()
+    assert len(proxy.failed) >= 8  # every chunk object was refused once (503 SlowDown)
+    actual = xr.open_zarr(f"{target}/r.zarr", storage_options=options).load()
+    expected = xr.open_mfdataset(daily_archive[:4], engine="h5netcdf", combine="nested", concat_dim="time").load()
+    xr.testing.assert_equal(actual.drop_attrs(), expected.drop_attrs())
