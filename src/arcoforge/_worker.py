@@ -52,6 +52,9 @@ def main() -> None:
     logging.getLogger().handlers[:] = [handler]
     from apache_beam.runners.worker import sdk_worker_main
 
+    from .rechunk import limit_netcdf_chunk_cache
+
+    limit_netcdf_chunk_cache()  # before the first input is opened in this worker
     sdk_worker_main.main(sys.argv)
 
 

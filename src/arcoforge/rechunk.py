@@ -42,7 +42,11 @@ NETCDF_CHUNK_CACHE_BYTES = 0
 
 
 def limit_netcdf_chunk_cache(nbytes: int = NETCDF_CHUNK_CACHE_BYTES) -> None:
-    """Set netCDF-C's chunk cache for files opened from now on in this process."""
+    """Set netCDF-C's chunk cache for files opened from now on in this process.
+
+    Called by the transforms that open inputs and write tasks, so that merely
+    importing arcoforge changes nothing for other code in the process.
+    """
     try:
         import netCDF4
     except ImportError:  # then no input is read through netCDF-C
@@ -50,8 +54,6 @@ def limit_netcdf_chunk_cache(nbytes: int = NETCDF_CHUNK_CACHE_BYTES) -> None:
     _, nelems, preemption = netCDF4.get_chunk_cache()
     netCDF4.set_chunk_cache(nbytes, nelems, preemption)
 
-
-limit_netcdf_chunk_cache()
 
 def release_freed_memory() -> None:
     """Hand memory freed by a finished task back to the OS (glibc keeps it otherwise).

@@ -193,14 +193,20 @@ class StoreState:
             "expires": (now + dt.timedelta(seconds=ttl_seconds)).isoformat(),
         }
         if current is None and self._is_local():
-            # No lease yet: create it exclusively, so of two bakes starting together one wins.
+            # No lease yet: create it exclusively and whole (hard-link a finished temporary file,
+            # which fails if the lease exists), so of two bakes starting together one wins and
+            # nobody reads a half-written lease.
             path = self._file("lease.json")
             self.fs.makedirs(self.fs._parent(path), exist_ok=True)
+            tmp = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            with open(tmp, "w") as out:
+                json.dump(lease, out, indent=2)
             try:
-                with open(path, "x") as out:
-                    json.dump(lease, out, indent=2)
+                os.link(tmp, path)
             except FileExistsError:
                 return self.acquire_lease(owner, ttl_seconds, break_lease)
+            finally:
+                os.unlink(tmp)
             return lease
         self.write_json("lease.json", lease)
         written = self.read_json("lease.json")

@@ -42,7 +42,7 @@ from .storage import InputCache, RetryPolicy, concurrency_slots, public_name, re
 from .patterns import Dimension, FileType, Index
 from .chunking import parse_size
 from .progress import record_event
-from .rechunk import assemble_task, input_pieces, release_freed_memory
+from .rechunk import assemble_task, input_pieces, limit_netcdf_chunk_cache, release_freed_memory
 from .runners import local_data_budget, runtime_defaults
 from .schema import combine_schemas, input_schema
 from .stac import link_collection, provenance, provenance_attrs, write_store_collection
@@ -187,6 +187,7 @@ class OpenWithXarray(beam.PTransform):
                 if skip:
                     return index, source
                 raise InputError(f"{describe_input(index, source.url)}: {source.error}")
+            limit_netcdf_chunk_cache()  # before any input is opened in this process (see rechunk)
             try:
                 ds = open_with_xarray(source, index=index, **options)
             except InputError as error:
@@ -284,6 +285,7 @@ def _pieces(element: tuple[Index, xr.Dataset], plan: StorePlan):
 
 
 def _write_task(task: tuple, plan: StorePlan, template_url: str, progress_dir: str | None) -> int:
+    limit_netcdf_chunk_cache()  # the pieces re-open their inputs in this process
     key, pieces = task
     variables = {name: plan.schema.variables[name] for name in plan.groups[key[0]]}
     nbytes = 0
