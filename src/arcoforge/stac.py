@@ -27,7 +27,6 @@ import logging
 import os
 import posixpath
 import re
-import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,23 +116,14 @@ def _is_json_value(value: Any) -> bool:
 
 
 def public_url(url: str) -> str:
-    """``url`` without user credentials or credential-like query parameters.
+    """``url`` without user credentials or credential-like query parameters (see :func:`storage.public_name`).
 
     >>> public_url("https://user:pw@host.org/x.zarr?sig=abc&version=2")
     'https://host.org/x.zarr?version=2'
-    >>> public_url("/data/out/sst.zarr")
-    '/data/out/sst.zarr'
     """
-    if "://" not in url:
-        return url
-    parts = urllib.parse.urlsplit(url)
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    query = [(k, v) for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-             if not _SECRET_KEY.search(k)]
-    cleaned = parts._replace(netloc=netloc, query=urllib.parse.urlencode(query))
-    if cleaned != parts:
-        logger.info("credentials removed from URL %s://%s%s", parts.scheme, netloc, parts.path)
-    return urllib.parse.urlunsplit(cleaned)
+    from .storage import public_name
+
+    return public_name(url)
 
 
 # ---------------------------------------------------------------------------------------------
