@@ -236,6 +236,28 @@ def test_a_small_max_mem_splits_tasks_and_keeps_every_value(tmp_path, daily_arch
     assert_same_dataset(tmp_path / "small.zarr", reference(daily_archive))
 
 
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_chunks_of_fill_values_only_are_written_too(tmp_path, zarr_format):
+    """A missing chunk must only ever mean "not written yet": an all-NaN chunk is stored as well."""
+    paths = []
+    for day in range(4):
+        ds = xr.Dataset(
+            {"land": (("time", "lat"), np.full((1, 6), np.nan, "f4")),
+             "sst": (("time", "lat"), np.arange(6, dtype="f4")[None] + day)},
+            coords={"time": [day], "lat": np.arange(6.0)},
+        )
+        paths.append(str(tmp_path / f"day{day}.nc"))
+        ds.to_netcdf(paths[-1], engine="h5netcdf")
+    pattern = af.pattern_from_file_sequence(paths, "time")
+    af.run_local(pgf_recipe(pattern, str(tmp_path), store_name="fill.zarr", zarr_format=zarr_format,
+                            target_chunks={"time": 2, "lat": 3}))
+    store = tmp_path / "fill.zarr"
+    for name in ("land", "sst"):
+        chunk_files = [p for p in (store / name).rglob("*") if p.is_file() and not p.name.startswith((".z", "zarr"))]
+        assert len(chunk_files) == 4, (name, chunk_files)
+    assert_same_dataset(store, reference(paths))
+
+
 def test_a_chunk_larger_than_max_mem_is_refused_before_writing(tmp_path, daily_archive):
     pattern = af.pattern_from_file_sequence(daily_archive[:2], "time")
     with pytest.raises(Exception, match=r"one write unit .* more than max_mem"):

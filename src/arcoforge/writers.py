@@ -413,8 +413,9 @@ def write_region(
     encoded = encode_variable(name, values, variable)
     # Every chunk is written, even one of fill values only: no scan for emptiness (it cost
     # a tenth of a bake), and a chunk that is missing always means it was never written.
-    array = zarr.open_array(
-        store=open_store(url, storage_options), path=name, mode="r+", config={"write_empty_chunks": True}
+    # (zarr 3.1 ignores open_array(config=...); with_config is what takes effect.)
+    array = zarr.open_array(store=open_store(url, storage_options), path=name, mode="r+").with_config(
+        {"write_empty_chunks": True}
     )
     data = np.asarray(encoded.values)
     if data.dtype != array.dtype:
