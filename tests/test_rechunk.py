@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import math
+import resource
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -120,3 +123,29 @@ def test_an_append_grid_covers_only_the_new_region():
     grid = TaskGrid(shape=(10, 3), task_shape=(4, 3), unit=(4, 3), origin=(6, 0))
     assert [grid.region(t) for t in grid] == [(slice(6, 8), slice(0, 3)), (slice(8, 10), slice(0, 3))]
     assert len(grid) == 2
+
+
+REPEATED_TASKS = """
+import resource, sys
+import numpy as np
+from arcoforge.rechunk import keep_freed_memory_for_reuse, release_freed_memory
+if sys.argv[1] == "reuse":
+    assert keep_freed_memory_for_reuse()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(8):  # a task reads 32 pieces of 3 MiB, frees them and trims as after each task
+    pieces = [np.ones(3 * 2**18, dtype="f4") for _ in range(32)]
+    del pieces
+    release_freed_memory()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc allocator tuning is Linux-only")
+def test_workers_reuse_the_memory_of_finished_tasks_instead_of_faulting_it_in_again():
+    def page_faults(mode: str) -> int:
+        run = subprocess.run([sys.executable, "-c", REPEATED_TASKS, mode], capture_output=True, text=True, check=True)
+        return int(run.stdout.split()[-1])
+
+    pages_per_task = 96 * 2**20 // resource.getpagesize()
+    assert page_faults("default") > 6 * pages_per_task  # every task faults its memory in anew
+    assert page_faults("reuse") < 2 * pages_per_task  # the first one does; the rest reuse it

@@ -52,10 +52,13 @@ def main() -> None:
     logging.getLogger().handlers[:] = [handler]
     from apache_beam.runners.worker import sdk_worker_main
 
-    from .rechunk import limit_netcdf_chunk_cache
+    from .rechunk import keep_freed_memory_for_reuse, limit_netcdf_chunk_cache
+    from .runners import exit_now
 
+    keep_freed_memory_for_reuse()  # before the harness starts its threads
     limit_netcdf_chunk_cache()  # before the first input is opened in this worker
     sdk_worker_main.main(sys.argv)
+    exit_now(0)
 
 
 if __name__ == "__main__":
