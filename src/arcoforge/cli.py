@@ -672,5 +672,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
 
 
+def console_main() -> None:
+    """The ``arcoforge`` command: :func:`main`, then exit without tearing the interpreter down.
+
+    By then every store, temporary folder and report is finished; the teardown of
+    Beam's, xarray's and zarr's modules only added half a second to every command.
+    """
+    from .runners import exit_now
+
+    exit_now(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

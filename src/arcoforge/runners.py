@@ -8,10 +8,11 @@ first tries to download its Prism binary, which waits on the network.
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import re
 import shlex
 import sys
-import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -123,6 +124,23 @@ def local_runner(num_workers: int = 1) -> beam.runners.PipelineRunner:
     return FnApiRunner(
         default_environment=environments.SubprocessSDKEnvironment.from_command_string(command_string=command)
     )
+
+
+def exit_now(code: int) -> None:
+    """End this process once its work is done and its output flushed, skipping interpreter teardown.
+
+    Tearing down the thousands of modules a worker imported (and the collections
+    that run on the way) took 0.5 s per process after the last task, while the
+    bake waited; nothing is left to release that the OS does not reclaim.
+    """
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
 
 
 def quiet_beam_logging(debug: bool = False) -> None:
