@@ -129,3 +129,18 @@ def test_cli_append_flag(tmp_path, days):
     np.testing.assert_array_equal(xr.open_zarr(target / "a.zarr").time.values, reference(days).time.values)
     assert first_chunk.stat().st_mtime_ns == written  # appended, not baked again
     assert StoreState(str(target / "a.zarr")).ingested() == days
+
+
+def test_an_append_killed_right_after_recording_its_plan_resumes_with_the_arrays_grown(tmp_path, days, monkeypatch):
+    af.run_local(recipe(days[:6], tmp_path))
+    import arcoforge.transforms
+
+    def killed(plan):
+        raise KeyboardInterrupt("killed after plan.json, before the arrays grew")
+
+    monkeypatch.setattr(arcoforge.transforms, "resize_for_append", killed)
+    with pytest.raises(BaseException, match="killed after plan.json"):
+        af.run_local(recipe(days, tmp_path, break_lease=True))
+    monkeypatch.undo()
+    af.run_local(recipe(days, tmp_path, break_lease=True))  # resumes the same plan
+    xr.testing.assert_equal(xr.open_zarr(tmp_path / "a.zarr").load().drop_attrs(), reference(days).drop_attrs())

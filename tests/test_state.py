@@ -15,6 +15,7 @@ import pytest
 import xarray as xr
 
 from arcoforge.demo import write_demo_archive
+from arcoforge.runners import WORKER_PROCESS_BYTES
 from arcoforge.state import LeaseError, StoreState, state_url, task_id
 
 RECIPE = textwrap.dedent('''
@@ -62,7 +63,8 @@ def chunk_hashes(store: Path) -> dict[str, str]:
 
 def done_count(target: Path) -> int:
     done = target / ".arcoforge" / "r.zarr" / "done"
-    return sum(1 for p in done.rglob("*") if p.is_file()) if done.exists() else 0
+    # a marker being written when the bake was killed is a temporary file, not a done task
+    return sum(1 for p in done.rglob("*") if p.is_file() and ".tmp-" not in p.name) if done.exists() else 0
 
 
 @pytest.fixture(scope="module")
@@ -75,13 +77,17 @@ def reference(tmp_path_factory, archive):
     return chunk_hashes(store), xr.open_zarr(store).load()
 
 
-@pytest.mark.parametrize("kill_after_tasks", [0, N_DAYS // 2, "all"])
-def test_kill_9_then_resume_gives_byte_identical_chunks(tmp_path, archive, reference, kill_after_tasks):
+@pytest.mark.parametrize("kill_after_tasks, workers", [(0, 1), (N_DAYS // 2, 1), ("all", 1), (N_DAYS // 2, 2)])
+def test_kill_9_then_resume_gives_byte_identical_chunks(tmp_path, archive, reference, kill_after_tasks, workers):
+    """Killed with its whole process group: with 2 workers, the warm workers and their claimers too."""
     expected_hashes, expected = reference
     n_tasks = N_DAYS + 2  # a task per day, and one each for the lat and lon coordinates
     target = tmp_path / "out"
     recipe = write_recipe(tmp_path / "recipe", archive)
-    process = subprocess.Popen(bake_command(recipe, target), start_new_session=True,
+    # The recipe's 9 MB a worker, plus the second worker process as max_mem counts it.
+    max_mem = 9_000_000 * workers + WORKER_PROCESS_BYTES * (workers - 1)
+    workers_flags = ["--num-workers", str(workers), "--max-mem", f"{max_mem}B"]
+    process = subprocess.Popen(bake_command(recipe, target, *workers_flags), start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wanted = n_tasks if kill_after_tasks == "all" else kill_after_tasks
     plan = target / ".arcoforge" / "r.zarr" / "plan.json"
@@ -108,10 +114,12 @@ def test_kill_9_then_resume_gives_byte_identical_chunks(tmp_path, archive, refer
         assert again.returncode == 4, again.stderr
         assert "--break-lease" in again.stderr and "being written by another bake" in again.stderr
 
-    resumed = subprocess.run(bake_command(recipe, target, "--break-lease", verbose=True), capture_output=True,
-                             text=True, timeout=300)
+    resumed = subprocess.run(bake_command(recipe, target, "--break-lease", *workers_flags, verbose=True),
+                             capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
-    assert f"{killed_at} of {n_tasks} write tasks already done" in resumed.stderr
+    assert f"{n_tasks - killed_at} write tasks" in resumed.stderr  # only those left undone
+    if workers == 1:  # (worker processes log warnings only)
+        assert f"{killed_at} of {n_tasks} write tasks already done" in resumed.stderr
     assert chunk_hashes(store) == expected_hashes
     xr.testing.assert_identical(xr.open_zarr(store).load().drop_attrs(), expected.drop_attrs())
 
@@ -253,3 +261,22 @@ def test_throttled_chunk_writes_are_retried_and_nothing_is_lost(tmp_path, moto_e
     actual = xr.open_zarr(f"{target}/r.zarr", storage_options=options).load()
     expected = xr.open_mfdataset(daily_archive[:4], engine="h5netcdf", combine="nested", concat_dim="time").load()
     xr.testing.assert_equal(actual.drop_attrs(), expected.drop_attrs())
+
+
+def test_the_plan_is_recorded_only_after_the_root_metadata_it_stands_for(tmp_path, monkeypatch):
+    """A bake killed between holding the root metadata and recording its plan starts over, never resumes."""
+    state = StoreState(str(tmp_path / "s.zarr"))
+    written = []
+    original = StoreState._write
+
+    def write_then_die_before_the_plan(self, path, data):
+        if path.endswith("plan.json"):
+            raise KeyboardInterrupt("killed")
+        written.append(path)
+        original(self, path, data)
+
+    monkeypatch.setattr(StoreState, "_write", write_then_die_before_the_plan)
+    with pytest.raises(KeyboardInterrupt):
+        state.start("abc", {"n_tasks": 1}, {"zarr.json": b"{}"})
+    assert [p.rsplit("/", 2)[-2:] for p in written] == [["root", "zarr.json"]]
+    assert state.plan_fingerprint() is None  # so the rerun starts over

@@ -108,10 +108,17 @@ class StoreState:
         document = self.read_json("plan.json")
         return document.get("fingerprint") if document else None
 
-    def start(self, plan_fingerprint: str, description: Mapping[str, Any]) -> None:
-        """Forget any earlier attempt and record the plan a fresh bake follows."""
+    def start(self, plan_fingerprint: str, description: Mapping[str, Any],
+              root_documents: Mapping[str, bytes] | None = None) -> None:
+        """Forget any earlier attempt, hold back the new root metadata, and record the plan.
+
+        ``plan.json`` is written last: a rerun resumes from it, so it must only
+        exist once the template and held-back root metadata it stands for do
+        (a bake killed in between starts over).
+        """
         for name in ("done", "root", "complete.json", "plan.json"):
             self.remove(name)
+        self.hold_root(root_documents or {})
         self.write_json("plan.json", {"fingerprint": plan_fingerprint, "plan": dict(description),
                                       "started": _now().isoformat()})
 

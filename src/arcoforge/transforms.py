@@ -423,9 +423,13 @@ class StoreToZarr(beam.PTransform):
             return plan
 
         def write_store_template(plan: StorePlan) -> str:
-            if plan.resume or plan.nothing_new:
-                return plan.url  # the template of the same plan is there already
+            if plan.nothing_new:
+                return plan.url
             state = StoreState(plan.url, plan.storage_options)
+            if plan.resume:  # the template of the same plan is there already
+                if plan.append_dim and state.is_complete():
+                    resize_for_append(plan)  # a no-op, unless the attempt was killed right after its plan
+                return plan.url
             description = plan_description(plan)
             if plan.append_dim and state.is_complete():
                 state.start_append(fingerprint(description), json.loads(json.dumps(description, default=repr)))
@@ -435,8 +439,7 @@ class StoreToZarr(beam.PTransform):
                                         plan.zarr_format, plan.shards)
             state.remove("plan.json")  # an attempt killed while the template is written starts over
             held = write_template(plan.url, template, plan.zarr_format, plan.storage_options)
-            state.start(fingerprint(description), json.loads(json.dumps(description, default=repr)))
-            state.hold_root(held)
+            state.start(fingerprint(description), json.loads(json.dumps(description, default=repr)), held)
             return plan.url
 
         def finish(_total: int, plan: StorePlan) -> str:
