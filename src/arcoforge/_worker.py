@@ -3,11 +3,34 @@
 Beam's own worker logs every gRPC step at INFO on stderr and repeats each
 failure with a full traceback; the parent process reports failures itself. Set
 ``ARCOFORGE_WORKER_DEBUG=1`` to see everything.
+
+Warm workers. A worker spends over a second importing Beam, xarray and zarr,
+and Beam's local runner starts its workers only when the first stage runs,
+after the bake's own process has imported the same and built the pipeline.
+``arcoforge bake`` therefore starts its workers first (:class:`WarmWorkers`),
+each importing while the bake does and then accepting on a Unix socket
+(bound by the bake before the worker starts) in a private folder. The runner's worker command (:data:`ATTACH_COMMAND`) is a
+small stdlib-only program that claims one waiting worker by renaming its
+socket (atomic: no two claim the same one), hands it the environment the
+runner set (where to connect), relays its exit code, and runs a cold worker
+itself when none is waiting. A waiting worker exits when the bake that
+started it does (its stdin is a pipe from the bake), or when the program that
+claimed it is killed.
 """
 
+from __future__ import annotations
+
+import contextlib
+import json
 import logging
 import os
+import shlex
+import shutil
+import socket
+import subprocess
 import sys
+import tempfile
+import threading
 
 NOISY = ("apache_beam.runners.common", "apache_beam.runners.worker", "__main__", "apache_beam.runners.worker.sdk_worker_main")
 
@@ -40,25 +63,188 @@ class _StderrWithoutTracebacks:
         return getattr(self._stream, name)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["--warm"]:
+        serve_when_claimed(int(args[1]))
+    else:
+        run_harness()
+
+
+def _quiet_logging() -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s (worker %(process)d): %(message)s"))
     if not os.environ.get("ARCOFORGE_WORKER_DEBUG"):
         handler.setLevel(logging.WARNING)
         handler.addFilter(_QuietFilter())
-        sys.stderr = _StderrWithoutTracebacks(sys.stderr)
-    # Importing the package imported Beam, whose import-time warning gave the root logger a
-    # default stderr handler at INFO; ours replaces it.
+        if not isinstance(sys.stderr, _StderrWithoutTracebacks):
+            sys.stderr = _StderrWithoutTracebacks(sys.stderr)
     logging.getLogger().handlers[:] = [handler]
-    from apache_beam.runners.worker import sdk_worker_main
 
+
+def _prepare() -> None:
+    """Import what running tasks needs, and set up the process for them."""
+    _quiet_logging()
+    from . import import_quickly
+
+    import_quickly("apache_beam.runners.worker.sdk_worker_main", "arcoforge.transforms", "netCDF4", "h5netcdf")
+    # Beam's import-time warning may have given the root logger a default handler; ours stays.
+    _quiet_logging()
     from .rechunk import keep_freed_memory_for_reuse, limit_netcdf_chunk_cache
-    from .runners import exit_now
 
     keep_freed_memory_for_reuse()  # before the harness starts its threads
     limit_netcdf_chunk_cache()  # before the first input is opened in this worker
+
+
+def run_harness() -> None:
+    """Run Beam's SDK harness with the runner's environment, then exit."""
+    _prepare()
+    from apache_beam.runners.worker import sdk_worker_main
+
+    from .runners import exit_now
+
     sdk_worker_main.main(sys.argv)
     exit_now(0)
+
+
+def serve_when_claimed(listener_fd: int) -> None:
+    """Import everything, then accept the claimer on the inherited listening socket and run the harness.
+
+    A claimer that connects while this is still importing waits in the
+    listen queue. It is told ``accepted`` first, so that if this worker died
+    before accepting it can start a cold worker instead.
+    """
+    threading.Thread(target=_exit_when_closed, args=(sys.stdin.buffer,), daemon=True).start()
+    listener = socket.socket(fileno=listener_fd)
+    _prepare()
+    from apache_beam.runners.worker import sdk_worker_main
+
+    from .runners import exit_now
+
+    connection, _ = listener.accept()
+    listener.close()
+    connection.sendall(b"accepted\n")
+    environment = json.loads(_read_line(connection))
+    os.environ.clear()
+    os.environ.update(environment)
+    threading.Thread(target=_exit_when_closed, args=(connection.makefile("rb"),), daemon=True).start()
+    code = 0
+    try:
+        sdk_worker_main.main(sys.argv)
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else 1
+    except BaseException:
+        logging.getLogger(__name__).exception("worker failed")
+        code = 1
+    connection.sendall(f"{code}\n".encode())
+    exit_now(code)
+
+
+def _read_line(connection: socket.socket) -> str:
+    data = b""
+    while not data.endswith(b"\n"):
+        block = connection.recv(65536)
+        if not block:
+            raise ConnectionError("the worker's claimer went away before saying where to connect")
+        data += block
+    return data.decode()
+
+
+def _exit_when_closed(stream) -> None:
+    """End this process when ``stream`` closes: whoever holds its other end is gone."""
+    try:
+        while stream.read(1):
+            pass
+    except (OSError, ValueError):
+        pass
+    os._exit(1)
+
+
+# The runner's worker command runs this with the folder of warm workers and the Python to
+# start a cold worker with. Only the standard library: it starts in milliseconds, in a few MB.
+_CLAIM = r"""
+import glob, json, os, socket, sys
+folder, python = sys.argv[1], sys.argv[2]
+for path in sorted(glob.glob(os.path.join(folder, "warm-*.sock"))):
+    claimed = "%s.claimed-%d" % (path, os.getpid())
+    try:
+        os.rename(path, claimed)
+        connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        connection.connect(claimed)
+        reader = connection.makefile("rb")
+        if reader.readline() != b"accepted\n":
+            continue
+    except OSError:
+        continue
+    connection.sendall(json.dumps(dict(os.environ)).encode() + b"\n")
+    reply = reader.readline().strip()
+    sys.exit(int(reply) if reply else 1)
+os.execv(python, [python, "-m", "arcoforge._worker"])
+"""
+
+
+def attach_command(folder: str) -> str:
+    """The worker command for Beam's runner: claim a warm worker in ``folder``, or be a cold one."""
+    python = shlex.quote(sys.executable)
+    return f"exec {python} -S -c {shlex.quote(_CLAIM)} {shlex.quote(folder)} {python}"
+
+
+class WarmWorkers:
+    """Worker processes started ahead of the runner, importing while the bake does.
+
+    A context manager around a bake; while it is open, :func:`local_runner`'s
+    worker command claims these. Workers left unclaimed are stopped on exit.
+
+    >>> with WarmWorkers(0):  # none wanted: the runner starts its workers itself
+    ...     WarmWorkers.active_folder() is None
+    True
+    """
+
+    _active: str | None = None
+
+    def __init__(self, count: int):
+        self.count = count
+        self.folder = tempfile.mkdtemp(prefix="arcoforge-workers-") if count else None
+        self.processes: list[subprocess.Popen] = []
+
+    def __enter__(self) -> WarmWorkers:
+        if not self.folder:
+            return self
+        for number in range(self.count):
+            # Listening before the worker starts: a claimer never finds the folder empty.
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+                listener.bind(os.path.join(self.folder, f"warm-{number}.sock"))
+                listener.listen(1)
+                fd = listener.fileno()
+                self.processes.append(subprocess.Popen(
+                    [sys.executable, "-m", "arcoforge._worker", "--warm", str(fd)], stdin=subprocess.PIPE,
+                    pass_fds=[fd],
+                ))
+        WarmWorkers._active = self.folder
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if not self.folder:
+            return
+        WarmWorkers._active = None
+        for process in self.processes:
+            with contextlib.suppress(OSError):
+                process.stdin.close()  # an unclaimed worker exits on this
+        for process in self.processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    @classmethod
+    def active_folder(cls) -> str | None:
+        return cls._active
+
+    def claimed(self) -> int:
+        """How many of these workers a runner has claimed so far."""
+        return sum(".claimed-" in name for name in os.listdir(self.folder)) if self.folder else 0
 
 
 if __name__ == "__main__":

@@ -90,6 +90,9 @@ def _setup_logging(verbose: int) -> None:
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
     )
     logging.getLogger("arcoforge").setLevel(level)
+    from . import import_quickly
+
+    import_quickly("arcoforge.runners", "arcoforge.transforms")  # what every command goes on to use
     from .runners import quiet_beam_logging
 
     quiet_beam_logging(debug=verbose > 1)
@@ -675,12 +678,37 @@ def main(argv: Sequence[str] | None = None) -> int:
 def console_main() -> None:
     """The ``arcoforge`` command: :func:`main`, then exit without tearing the interpreter down.
 
-    By then every store, temporary folder and report is finished; the teardown of
-    Beam's, xarray's and zarr's modules only added half a second to every command.
+    A bake's local worker processes are started first, to import while this
+    process does (:class:`~arcoforge._worker.WarmWorkers`). At the end every
+    store, temporary folder and report is finished; the teardown of Beam's,
+    xarray's and zarr's modules only added half a second to every command.
     """
+    from ._worker import WarmWorkers
+
+    argv = sys.argv[1:]
+    with WarmWorkers(_local_workers_wanted(argv)):  # before anything imports Beam here
+        code = main(argv)
     from .runners import exit_now
 
-    exit_now(main())
+    exit_now(code)
+
+
+def _local_workers_wanted(argv: Sequence[str]) -> int:
+    """How many local worker processes a command line will run, to start them early (0: none).
+
+    Only what the flags say: workers a ``--config`` file asks for are started
+    when the runner needs them, as without warm workers.
+    """
+    try:  # quietly: main() prints --help, and reports usage errors
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            args = build_parser().parse_args(argv)
+    except SystemExit:
+        return 0
+    if getattr(args, "run", None) is not _cmd_bake or (args.runner or "direct") != "direct":
+        return 0
+    if args.config and not args.runner:  # the config file may choose another runner
+        return 0
+    return args.num_workers if args.num_workers and args.num_workers > 1 else 0
 
 
 if __name__ == "__main__":

@@ -111,16 +111,20 @@ def local_runner(num_workers: int = 1) -> beam.runners.PipelineRunner:
     """The embedded runner, which never touches the network.
 
     With several workers, each is a local process started through
-    :mod:`arcoforge._worker` (Beam's SDK harness with its chatter kept off stderr).
+    :mod:`arcoforge._worker` (Beam's SDK harness with its chatter kept off
+    stderr), or one of the :class:`~arcoforge._worker.WarmWorkers` started ahead.
     Beam's own ``multi_processing`` mode would replace that command, so the
     environment is given to the runner directly.
     """
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
     from apache_beam.transforms import environments
 
+    from ._worker import WarmWorkers, attach_command
+
     if num_workers == 1:
         return FnApiRunner()
-    command = f"{shlex.quote(sys.executable)} -m arcoforge._worker"
+    warm = WarmWorkers.active_folder()
+    command = attach_command(warm) if warm else f"{shlex.quote(sys.executable)} -m arcoforge._worker"
     return FnApiRunner(
         default_environment=environments.SubprocessSDKEnvironment.from_command_string(command_string=command)
     )

@@ -1,0 +1,71 @@
+"""Local worker processes: warm workers started ahead of the runner, claimed by its worker command."""
+
+from __future__ import annotations
+
+import os
+
+import apache_beam as beam
+import pytest
+import xarray as xr
+
+import arcoforge as af
+from arcoforge._worker import WarmWorkers
+from arcoforge.cli import _local_workers_wanted
+
+
+def bake(paths, target):
+    pattern = af.pattern_from_file_sequence(paths, "time")
+    recipe = (
+        beam.Create(pattern.items())
+        | af.OpenURLWithFSSpec()
+        | af.OpenWithXarray(file_type=pattern.file_type)
+        | af.StoreToZarr(target_root=str(target), store_name="warm.zarr", combine_dims=pattern.combine_dim_keys,
+                         target_chunks={"time": 4})
+    )
+    af.run_local(recipe, num_workers=2)
+    actual = xr.open_zarr(target / "warm.zarr").load()
+    expected = xr.open_mfdataset(paths, engine="h5netcdf", combine="nested", concat_dim="time",
+                                 data_vars="minimal", coords="minimal", compat="override").load()
+    xr.testing.assert_equal(actual, expected)
+
+
+def test_a_bake_runs_on_the_warm_workers_started_for_it(tmp_path, daily_archive):
+    with WarmWorkers(2) as warm:
+        bake(daily_archive, tmp_path)
+        assert warm.claimed() == 2
+    assert all(process.poll() is not None for process in warm.processes)
+    assert not os.path.exists(warm.folder)
+
+
+def test_the_runner_starts_a_cold_worker_when_no_warm_one_is_free(tmp_path, daily_archive):
+    with WarmWorkers(1) as warm:
+        bake(daily_archive, tmp_path)
+        assert warm.claimed() == 1
+
+
+def test_a_warm_worker_that_died_is_passed_over(tmp_path, daily_archive):
+    with WarmWorkers(2) as warm:
+        warm.processes[0].kill()
+        warm.processes[0].wait()
+        bake(daily_archive, tmp_path)
+
+
+def test_unclaimed_warm_workers_stop_with_the_bake():
+    with WarmWorkers(2) as warm:
+        assert WarmWorkers.active_folder() == warm.folder
+    assert WarmWorkers.active_folder() is None
+    assert [process.returncode is not None for process in warm.processes] == [True, True]
+    assert not os.path.exists(warm.folder)
+
+
+@pytest.mark.parametrize("argv, wanted", [
+    (["bake", "recipe.py", "--num-workers", "2"], 2),
+    (["-q", "bake", "feedstock", "--num-workers", "3", "--runner", "direct"], 3),
+    (["bake", "recipe.py"], 0),  # in process
+    (["bake", "recipe.py", "--num-workers", "2", "--runner", "dask"], 0),
+    (["bake", "recipe.py", "--num-workers", "2", "--config", "bake.toml"], 0),  # it may pick another runner
+    (["lint", "feedstock"], 0),
+    (["bake", "--no-such-flag"], 0),  # main() reports the usage error
+])
+def test_the_command_starts_as_many_warm_workers_as_its_flags_ask_for(argv, wanted):
+    assert _local_workers_wanted(argv) == wanted
