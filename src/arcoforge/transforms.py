@@ -42,7 +42,13 @@ from .storage import InputCache, RetryPolicy, concurrency_slots, public_name, re
 from .patterns import Dimension, FileType, Index
 from .chunking import parse_size
 from .progress import record_event
-from .rechunk import assemble_task, input_pieces, limit_netcdf_chunk_cache, release_freed_memory
+from .rechunk import (
+    assemble_task,
+    input_pieces,
+    limit_netcdf_chunk_cache,
+    release_freed_memory,
+    worker_task_buffer,
+)
 from .runners import local_data_budget, runtime_defaults
 from .schema import combine_schemas, input_schema
 from .stac import link_collection, provenance, provenance_attrs, write_store_collection
@@ -290,7 +296,7 @@ def _write_task(task: tuple, plan: StorePlan, template_url: str, progress_dir: s
     variables = {name: plan.schema.variables[name] for name in plan.groups[key[0]]}
     nbytes = 0
     dtypes = {name: variable.dtype for name, variable in variables.items()}
-    for name, region, values in assemble_task(key, pieces, plan.grids[key[0]], dtypes):
+    for name, region, values in assemble_task(key, pieces, plan.grids[key[0]], dtypes, worker_task_buffer()):
         write_region(plan.url, name, region, values, variables[name], plan.storage_options)
         nbytes += values.nbytes
         del values
