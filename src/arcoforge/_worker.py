@@ -63,8 +63,19 @@ class _StderrWithoutTracebacks:
         return getattr(self._stream, name)
 
 
+# glibc (2.35+) then asks for transparent huge pages for the memory it maps: a task's
+# large arrays (Blosc's output buffer above all) take one page fault per 2 MiB rather
+# than per 4 kiB (measured on the benchmark: 0.70 million faults -> 0.15 million).
+HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb=1"
+
+
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    if argv is None and sys.platform.startswith("linux") and HUGE_PAGES_TUNABLE not in tunables:
+        # Tunables are read when a process starts: start again with it, before importing anything.
+        os.environ["GLIBC_TUNABLES"] = f"{tunables}:{HUGE_PAGES_TUNABLE}" if tunables else HUGE_PAGES_TUNABLE
+        os.execv(sys.executable, [sys.executable, "-m", "arcoforge._worker", *args])
     if args[:1] == ["--warm"]:
         serve_when_claimed(int(args[1]))
     else:
