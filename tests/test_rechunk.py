@@ -149,3 +149,29 @@ def test_workers_reuse_the_memory_of_finished_tasks_instead_of_faulting_it_in_ag
     pages_per_task = 96 * 2**20 // resource.getpagesize()
     assert page_faults("default") > 6 * pages_per_task  # every task faults its memory in anew
     assert page_faults("reuse") < 2 * pages_per_task  # the first one does; the rest reuse it
+
+
+def test_a_task_buffer_is_reused_for_the_same_shape_and_dtype_only():
+    from arcoforge.rechunk import TaskBuffer
+
+    buffer = TaskBuffer()
+    first = buffer.get((3, 4), np.dtype("f4"))
+    assert buffer.get((3, 4), np.dtype("f4")) is first
+    assert buffer.get((3, 5), np.dtype("f4")).shape == (3, 5)
+    assert buffer.get((3, 5), np.dtype("f8")).dtype == np.float64
+
+
+def test_assembling_in_a_kept_buffer_gives_each_variable_its_own_values():
+    from arcoforge.rechunk import TaskBuffer
+
+    grid = plan_task_grid("v", (4, 3), (2, 3), [0], 8, 2**20)
+    key = ("g", (0, 0))
+    pieces = [((t, 0), {"a": xr.Variable(("t", "x"), np.full((1, 3), t, "f8")),
+                        "b": xr.Variable(("t", "x"), np.full((1, 3), 10 + t, "f8"))}, f"input {t}")
+              for t in range(4)]
+    seen = {}
+    for name, region, values in assemble_task(key, pieces, grid, {"a": np.dtype("f8"), "b": np.dtype("f8")},
+                                              TaskBuffer()):
+        seen[name] = values.copy()  # valid until the next variable is asked for
+    np.testing.assert_array_equal(seen["a"][:, 0], [0, 1, 2, 3])
+    np.testing.assert_array_equal(seen["b"][:, 0], [10, 11, 12, 13])
