@@ -18,7 +18,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import dask.array
 import fsspec
 import numpy as np
 from dask.utils import format_bytes
@@ -297,6 +296,8 @@ def template_dataset(
     Data variables are lazy zeros (never computed); concat coordinates carry
     their real values, so they are written with the template.
     """
+    import dask.array  # here, not at the top: 0.2 s to import, and only the worker writing the template needs it
+
     zarr_encoding = dict(zarr_encoding or {})
     variables: dict[str, xr.Variable] = {}
     coord_names = []
