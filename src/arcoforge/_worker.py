@@ -214,7 +214,7 @@ class WarmWorkers:
     _active: str | None = None
 
     def __init__(self, count: int):
-        self.count = count
+        self.count = count if os.name == "posix" else 0  # Unix sockets and inherited descriptors
         self.folder = tempfile.mkdtemp(prefix="arcoforge-workers-") if count else None
         self.processes: list[subprocess.Popen] = []
 
