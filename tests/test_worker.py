@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import tempfile
+import time
 
 import apache_beam as beam
 import pytest
@@ -64,8 +66,22 @@ def test_unclaimed_warm_workers_stop_with_the_bake():
     (["bake", "recipe.py"], 0),  # in process
     (["bake", "recipe.py", "--num-workers", "2", "--runner", "dask"], 0),
     (["bake", "recipe.py", "--num-workers", "2", "--config", "bake.toml"], 0),  # it may pick another runner
+    (["demo", "--num-workers", "2"], 2),
     (["lint", "feedstock"], 0),
     (["bake", "--no-such-flag"], 0),  # main() reports the usage error
 ])
 def test_the_command_starts_as_many_warm_workers_as_its_flags_ask_for(argv, wanted):
     assert _local_workers_wanted(argv) == wanted
+
+
+def test_socket_folders_of_killed_bakes_are_removed_once_stale(tmp_path, monkeypatch):
+    from arcoforge._worker import remove_stale_worker_folders
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    stale, fresh = tmp_path / "arcoforge-workers-old", tmp_path / "arcoforge-workers-new"
+    for folder in (stale, fresh):
+        folder.mkdir()
+        (folder / "warm-0.sock.claimed-1").touch()
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    remove_stale_worker_folders()
+    assert not stale.exists() and fresh.exists()

@@ -21,6 +21,7 @@ claimed it is killed.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import logging
 import os
@@ -31,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 
 NOISY = ("apache_beam.runners.common", "apache_beam.runners.worker", "__main__", "apache_beam.runners.worker.sdk_worker_main")
 
@@ -221,6 +223,7 @@ class WarmWorkers:
     def __enter__(self) -> WarmWorkers:
         if not self.folder:
             return self
+        remove_stale_worker_folders(keep=self.folder)
         for number in range(self.count):
             # Listening before the worker starts: a claimer never finds the folder empty.
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
@@ -256,6 +259,22 @@ class WarmWorkers:
     def claimed(self) -> int:
         """How many of these workers a runner has claimed so far."""
         return sum(".claimed-" in name for name in os.listdir(self.folder)) if self.folder else 0
+
+
+def remove_stale_worker_folders(keep: str | None = None, older_than: float = 3600.0) -> None:
+    """Remove the socket folders of bakes killed before they could (``kill -9`` skips all cleanup).
+
+    Only this user's, and only those untouched for ``older_than`` seconds: a live
+    bake needs its folder only until its workers are claimed, in its first seconds.
+    """
+    pattern = os.path.join(tempfile.gettempdir(), "arcoforge-workers-*")
+    for folder in glob.glob(pattern):
+        try:
+            info = os.stat(folder)
+            if folder != keep and info.st_uid == os.getuid() and time.time() - info.st_mtime > older_than:
+                shutil.rmtree(folder)
+        except OSError:
+            pass
 
 
 if __name__ == "__main__":

@@ -704,9 +704,11 @@ def _local_workers_wanted(argv: Sequence[str]) -> int:
             args = build_parser().parse_args(argv)
     except SystemExit:
         return 0
-    if getattr(args, "run", None) is not _cmd_bake or (args.runner or "direct") != "direct":
-        return 0
-    if args.config and not args.runner:  # the config file may choose another runner
+    command = getattr(args, "run", None)
+    if command is _cmd_bake:
+        if (args.runner or "direct") != "direct" or (args.config and not args.runner):
+            return 0  # another runner, or a config file that may choose one
+    elif command is not _cmd_demo:
         return 0
     return args.num_workers if args.num_workers and args.num_workers > 1 else 0
 
