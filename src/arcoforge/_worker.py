@@ -65,9 +65,9 @@ class _StderrWithoutTracebacks:
         return getattr(self._stream, name)
 
 
-# glibc (2.35+) then asks for transparent huge pages for the memory it maps: a task's
-# large arrays (Blosc's output buffer above all) take one page fault per 2 MiB rather
-# than per 4 kiB (measured on the benchmark: 0.70 million faults -> 0.15 million).
+# With this tunable glibc (2.35+) asks for transparent huge pages for the memory it maps:
+# a task's large arrays (Blosc's output buffer above all) take one page fault per 2 MiB
+# rather than per 4 kiB (measured on the benchmark: 0.70 million faults -> 0.15 million).
 HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb=1"
 
 
