@@ -146,7 +146,6 @@ def exit_now(code: int) -> None:
     os._exit(code)
 
 
-
 def quiet_beam_logging(debug: bool = False) -> None:
     """Keep Beam's own chatter (worker start-up, gRPC) out of a bake's log.
 
