@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -109,6 +110,10 @@ def test_kill_9_then_resume_gives_byte_identical_chunks(tmp_path, archive, refer
             xr.open_zarr(store)
 
     if not complete:
+        # A chunk write killed before its rename leaves zarr's temporary file; the resumed bake removes it.
+        abandoned = store / "analysed_sst" / "c" / "0" / "0" / f"0.{uuid.uuid4().hex}.partial"
+        abandoned.parent.mkdir(parents=True, exist_ok=True)
+        abandoned.write_bytes(b"half a chunk")
         # The dead bake's lease is in the way until broken explicitly.
         again = subprocess.run(bake_command(recipe, target), capture_output=True, text=True, timeout=300)
         assert again.returncode == 4, again.stderr
@@ -169,6 +174,19 @@ def test_rerunning_a_complete_bake_rewrites_nothing(tmp_path, archive):
     assert rerun.returncode == 0, rerun.stderr
     assert f"{N_DAYS + 2} of {N_DAYS + 2} write tasks already done (complete)" in rerun.stderr
     assert {p: p.stat().st_mtime_ns for p in chunks} == mtimes
+
+
+def test_only_abandoned_chunk_writes_are_removed(tmp_path):
+    store = tmp_path / "s.zarr"
+    (store / "v" / "c" / "0").mkdir(parents=True)
+    keep = [store / "zarr.json", store / "v" / "c" / "0" / "0", store / "v" / "notes.partial",
+            store / "v" / "c" / "0" / "1.abc.partial"]
+    abandoned = [store / "v" / "c" / "0" / f"0.{uuid.uuid4().hex}.partial", store / f"zarr.{uuid.uuid4().hex}.partial"]
+    for path in keep + abandoned:
+        path.write_bytes(b"x")
+    assert StoreState(str(store)).remove_abandoned_writes() == 2
+    assert all(path.exists() for path in keep) and not any(path.exists() for path in abandoned)
+    assert StoreState(str(tmp_path / "absent.zarr")).remove_abandoned_writes() == 0
 
 
 def test_state_lives_beside_the_store_and_leases_name_their_owner(tmp_path):

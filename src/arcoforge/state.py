@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import socket
 import uuid
 from collections.abc import Iterable, Mapping
@@ -37,6 +38,9 @@ STATE_FOLDER = ".arcoforge"
 # Root group metadata documents of each Zarr format: written last, when a bake is complete.
 ROOT_KEYS = {2: (".zgroup", ".zattrs"), 3: ("zarr.json",)}
 CONSOLIDATED_KEYS = {2: (".zmetadata",), 3: ()}
+# zarr's LocalStore writes a key to ``<key minus suffix>.<uuid4 hex>.partial`` and renames it;
+# a writer killed in between leaves that file behind.
+ABANDONED_WRITE = re.compile(r"\.[0-9a-f]{32}\.partial$")
 
 
 class LeaseError(InfrastructureError):
@@ -165,6 +169,25 @@ class StoreState:
             held = self._file("root", key)
             if self.fs.exists(held):
                 self._write(f"{self.store_path}/{key}", self.fs.cat_file(held))
+
+    def remove_abandoned_writes(self) -> int:
+        """Delete the temporary files of chunk writes killed before their rename; return how many.
+
+        Only a local store has them (an object store never shows half an
+        object). Call this only while holding the lease, once this bake's
+        own writes are done, so that no live writer's file is taken.
+        """
+        if not self._is_local() or not os.path.isdir(self.store_path):
+            return 0
+        removed = 0
+        for folder, _subfolders, files in os.walk(self.store_path):
+            for name in files:
+                if ABANDONED_WRITE.search(name):
+                    os.remove(os.path.join(folder, name))
+                    removed += 1
+        if removed:
+            logger.info("removed %d unfinished chunk writes of an earlier attempt from %s", removed, self.store_url)
+        return removed
 
     def mark_complete(self, info: Mapping[str, Any]) -> None:
         self.write_json("complete.json", {**dict(info), "completed": _now().isoformat()})

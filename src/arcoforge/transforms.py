@@ -453,6 +453,8 @@ class StoreToZarr(beam.PTransform):
             if plan.nothing_new:
                 state.release_lease(owner)
                 return plan.url
+            if plan.resume:  # writers of the killed attempt may have died mid-write
+                state.remove_abandoned_writes()
             appended = plan.append_dim is not None and state.is_complete()
             if appended:
                 for name in plan.schema.concat_coords:
