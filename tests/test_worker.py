@@ -7,6 +7,7 @@ import tempfile
 import time
 
 import apache_beam as beam
+import psutil
 import pytest
 import xarray as xr
 
@@ -45,18 +46,34 @@ def test_the_runner_starts_a_cold_worker_when_no_warm_one_is_free(tmp_path, dail
         assert warm.claimed() == 1
 
 
-def test_a_warm_worker_that_died_is_passed_over(tmp_path, daily_archive):
+def all_workers(warm: WarmWorkers, count: int) -> list[psutil.Process]:
+    """The warm workers: the one the bake started, and those it forked once it had imported."""
+    (first,) = warm.processes
+    zygote = psutil.Process(first.pid)
+    deadline = time.time() + 60
+    while len(zygote.children()) < count - 1 and time.time() < deadline:
+        time.sleep(0.05)
+    assert len(zygote.children()) == count - 1
+    return [zygote, *zygote.children()]
+
+
+@pytest.mark.parametrize("dead", ["started", "forked"])
+def test_a_warm_worker_that_died_is_passed_over(tmp_path, daily_archive, dead):
     with WarmWorkers(2) as warm:
-        warm.processes[0].kill()
-        warm.processes[0].wait()
+        started, forked = all_workers(warm, 2)
+        (started if dead == "started" else forked).kill()
         bake(daily_archive, tmp_path)
+        assert warm.claimed() >= 1  # the dead one's socket may be claimed before the claimer finds it dead
 
 
 def test_unclaimed_warm_workers_stop_with_the_bake():
-    with WarmWorkers(2) as warm:
+    with WarmWorkers(3) as warm:
         assert WarmWorkers.active_folder() == warm.folder
+        workers = all_workers(warm, 3)
+        assert len({worker.pid for worker in workers}) == 3
     assert WarmWorkers.active_folder() is None
-    assert [process.returncode is not None for process in warm.processes] == [True, True]
+    gone, alive = psutil.wait_procs(workers, timeout=10)
+    assert alive == []
     assert not os.path.exists(warm.folder)
 
 
