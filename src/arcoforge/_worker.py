@@ -126,7 +126,8 @@ def _prepare() -> None:
     _quiet_logging()
     from . import import_quickly
 
-    import_quickly("apache_beam.runners.worker.sdk_worker_main", "arcoforge.transforms", "netCDF4", "h5netcdf")
+    import_quickly("apache_beam.runners.worker.sdk_worker_main", "arcoforge.transforms", "arcoforge.hdf5_chunks",
+                   "netCDF4", "h5netcdf", "deflate")
     # Beam's import-time warning may have given the root logger a default handler; ours stays.
     _quiet_logging()
     from .rechunk import keep_freed_memory_for_reuse, limit_netcdf_chunk_cache

@@ -1,7 +1,8 @@
 """Opening inputs: a URL becomes a readable source, a source becomes an xarray Dataset.
 
 Local files are passed on as plain paths (the netCDF libraries read them
-fastest that way). :func:`prepare_input` turns any other URL (HTTP, S3, a
+fastest that way); local NetCDF-4 files open with netCDF-C and have their
+deflated chunks inflated by libdeflate (:mod:`arcoforge.hdf5_chunks`). :func:`prepare_input` turns any other URL (HTTP, S3, a
 compressed file) into a source that is fetched once into a verified cache,
 with retries (see :mod:`arcoforge.storage`):
 
@@ -239,7 +240,11 @@ def open_with_xarray(
     """
     file_type = FileType(file_type)
     kwargs = dict(xarray_open_kwargs or {})
-    engine = kwargs.pop("engine", choose_engine(file_type, source))
+    engine: Any = kwargs.pop("engine", None) or choose_engine(file_type, source)
+    if engine == "netcdf4" and "engine" not in (xarray_open_kwargs or {}) and isinstance(source, str):
+        from .hdf5_chunks import NetCDF4DirectEngine
+
+        engine = NetCDF4DirectEngine  # netCDF-C opens and decodes; deflated chunks inflate twice as fast
     if engine == "h5netcdf" and file_type == FileType.hdf5:
         kwargs.setdefault("phony_dims", "sort")
     name = _source_name(source)
@@ -264,7 +269,8 @@ def open_with_xarray(
     except Exception as error:  # the netCDF/HDF5 stacks raise many kinds of errors
         raise InputError(redact(
             f"cannot open {describe_input(index, name)} as {file_type.value} "
-            f"(engine {engine or 'auto'}): {type(error).__name__}: {error}"
+            f"(engine {'netcdf4' if engine is not None and not isinstance(engine, str) else engine or 'auto'}): "
+            f"{type(error).__name__}: {error}"
         )) from error
     ds.encoding["source"] = name
     return ds
