@@ -125,6 +125,7 @@ def _write_netcdf(path: Path, data_model: str = "NETCDF4") -> dict[str, np.ndarr
         plain = ds.createVariable("plain", "f8", ("time", "y", "x"), zlib=True, complevel=1)
         plain[:] = values
         ds.createVariable("checked", "f4", ("y", "x"), zlib=True, fletcher32=True)[:] = values[0]
+        ds.createVariable("big_endian", ">f4", ("y", "x"), zlib=True, endian="big")[:] = values[2]
         ds.createVariable("raw", "f4", ("y", "x"))[:] = values[0]
         if data_model == "NETCDF4":
             group = ds.createGroup("sub")
@@ -137,8 +138,10 @@ def test_the_engine_gives_what_netcdf4_gives_and_reads_deflated_variables_direct
     _write_netcdf(path)
     direct = xr.open_dataset(path, engine=NetCDF4DirectEngine)
     expected = xr.open_dataset(path, engine="netcdf4")
-    assert {name for name in direct.variables if _uses_direct_reads(direct, name)} == {"packed", "plain"}
+    assert {name for name in direct.variables if _uses_direct_reads(direct, name)} == {"packed", "plain", "big_endian"}
     xr.testing.assert_identical(direct.load(), expected.load())
+    for name in direct.variables:  # the same dtypes too, byte order included
+        assert direct[name].dtype == expected[name].dtype, name
     for name in direct.variables:
         assert direct[name].encoding == expected[name].encoding
     inner = xr.open_dataset(path, engine=NetCDF4DirectEngine, group="sub")

@@ -282,7 +282,7 @@ class WarmWorkers:
         try:  # one process; it forks the others once it has imported
             self.processes.append(subprocess.Popen(
                 [sys.executable, "-m", "arcoforge._worker", "--warm", *map(str, fds)], stdin=subprocess.PIPE,
-                pass_fds=fds,
+                pass_fds=fds, env=worker_environment(dict(os.environ)),  # so it need not start itself again
             ))
         finally:
             for listener in listeners:
