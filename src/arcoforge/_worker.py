@@ -10,7 +10,8 @@ after the bake's own process has imported the same and built the pipeline.
 ``arcoforge bake`` therefore starts its workers first (:class:`WarmWorkers`):
 one process imports while the bake does, then forks the others from itself,
 so the imports are paid once (on 2 cores, three processes importing side by
-side took 1.7 s; see docs/performance.md). Each worker accepts on its own
+side took 1.7 s; see docs/performance.md; on macOS each worker starts on its
+own instead). Each worker accepts on its own
 Unix socket, bound by the bake beforehand in a private folder. The runner's
 worker command (:func:`attach_command`) is a small stdlib-only program that
 claims one waiting worker by renaming its socket (atomic: no two claim the
@@ -36,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 
 NOISY = ("apache_beam.runners.common", "apache_beam.runners.worker", "__main__", "apache_beam.runners.worker.sdk_worker_main")
 
@@ -165,7 +167,12 @@ def serve_when_claimed(listener_fds: list[int]) -> None:
     gc.freeze()  # the collector would otherwise touch, and so copy, every shared object
     mine, children = listener_fds[0], []
     for fd in listener_fds[1:]:
-        child = os.fork()
+        with warnings.catch_warnings():
+            # Python 3.12+ warns of forking a multi-threaded process. The one other thread is
+            # pyarrow's jemalloc background thread (Beam imports pyarrow), which jemalloc's own
+            # fork handlers take care of; no Python thread has started yet.
+            warnings.filterwarnings("ignore", message=".*multi-threaded.*fork", category=DeprecationWarning)
+            child = os.fork()
         if child == 0:
             mine, children = fd, []
             break
@@ -279,11 +286,15 @@ class WarmWorkers:
             listener.listen(1)
             listeners.append(listener)
         fds = [listener.fileno() for listener in listeners]
-        try:  # one process; it forks the others once it has imported
-            self.processes.append(subprocess.Popen(
-                [sys.executable, "-m", "arcoforge._worker", "--warm", *map(str, fds)], stdin=subprocess.PIPE,
-                pass_fds=fds, env=worker_environment(dict(os.environ)),  # so it need not start itself again
-            ))
+        # On Linux one process imports and forks the others. macOS's system frameworks are not
+        # safe to use in a child forked after they were loaded, so there each worker starts alone.
+        batches = [fds] if sys.platform.startswith("linux") else [[fd] for fd in fds]
+        try:
+            for batch in batches:
+                self.processes.append(subprocess.Popen(
+                    [sys.executable, "-m", "arcoforge._worker", "--warm", *map(str, batch)], stdin=subprocess.PIPE,
+                    pass_fds=batch, env=worker_environment(dict(os.environ)),  # so it need not start itself again
+                ))
         finally:
             for listener in listeners:
                 listener.close()
