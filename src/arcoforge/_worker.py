@@ -11,14 +11,14 @@ after the bake's own process has imported the same and built the pipeline.
 one process imports while the bake does, then forks the others from itself,
 so the imports are paid once (on 2 cores, three processes importing side by
 side took 1.7 s; see docs/performance.md; on macOS each worker starts on its
-own instead). Each worker accepts on its own
-Unix socket, bound by the bake beforehand in a private folder. The runner's
-worker command (:func:`attach_command`) is a small stdlib-only program that
-claims one waiting worker by renaming its socket (atomic: no two claim the
-same one), hands it the environment the runner set (where to connect),
-relays its exit code, and runs a cold worker itself when none is waiting. A
-waiting worker exits when the bake that started it does (its stdin is a pipe
-from the bake), or when the program that claimed it is killed.
+own instead). Each worker accepts on its own Unix socket, bound by the bake
+beforehand in a private folder. The runner's worker command
+(:func:`attach_command`) is a small stdlib-only program that claims one
+waiting worker by renaming its socket (atomic: no two claim the same one),
+hands it the environment the runner set (where to connect), relays its exit
+code, and runs a cold worker itself when none is waiting. A waiting worker
+exits when the bake that started it does (its stdin is a pipe from the
+bake), or when the program that claimed it is killed.
 """
 
 from __future__ import annotations

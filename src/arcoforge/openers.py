@@ -2,9 +2,10 @@
 
 Local files are passed on as plain paths (the netCDF libraries read them
 fastest that way); local NetCDF-4 files open with netCDF-C and have their
-deflated chunks inflated by libdeflate (:mod:`arcoforge.hdf5_chunks`). :func:`prepare_input` turns any other URL (HTTP, S3, a
-compressed file) into a source that is fetched once into a verified cache,
-with retries (see :mod:`arcoforge.storage`):
+deflated chunks inflated by libdeflate (:mod:`arcoforge.hdf5_chunks`).
+:func:`prepare_input` turns any other URL (HTTP, S3, a compressed file) into
+a source that is fetched once into a verified cache, with retries (see
+:mod:`arcoforge.storage`):
 
 - a :class:`CachedPath` when the cache is a folder every worker sees (a local
   run, or a shared mount): opened by path, like a local file;
