@@ -305,8 +305,10 @@ def _bake_recipe(ref: Any, config: Any, events: Events, *, prune: int | None, dr
     from .progress import ProgressReporter
     from .runners import choose_runner, dataflow_job_name, use_runtime_defaults
     from .stac import provenance, write_store_collection
+    from .names import safe_relative_path
     from .state import StoreState, new_owner
 
+    safe_relative_path(ref.id, "recipe id", single_segment=True)  # it names a STAC folder
     started = time.monotonic()
     pattern = getattr(ref.module, "pattern", None)
     pattern = pattern if hasattr(pattern, "sha256") else None
