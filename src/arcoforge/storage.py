@@ -43,6 +43,7 @@ from typing import Any, TypeVar
 
 import fsspec
 
+from .deadline import DEFAULT_DEADLINE, Deadline, DeadlineExceeded, call_within
 from .errors import InfrastructureError, InputError, RecipeError, describe_input
 from .redaction import (  # noqa: F401 (secret handling lives in arcoforge.redaction; re-exported)
     REDACTED,
@@ -317,12 +318,15 @@ class RetryPolicy:
 
     ``attempts`` counts the first try (1 means no retry). The wait before try
     ``n + 1`` is drawn uniformly from ``[0, min(max_delay, base_delay * 2**(n - 1))]``
-    ("full jitter"), so many workers hitting one server spread out.
+    ("full jitter"), so many workers hitting one server spread out. ``deadline``
+    bounds all tries of one read together, in seconds (``None``: no bound; see
+    :mod:`arcoforge.deadline`).
     """
 
     attempts: int = 5
     base_delay: float = 0.5
     max_delay: float = 30.0
+    deadline: float | None = DEFAULT_DEADLINE
 
     def __post_init__(self) -> None:
         if int(self.attempts) < 1:
@@ -345,23 +349,33 @@ class RetryPolicy:
         return (rng or random).uniform(0.0, ceiling)
 
 
+def with_deadline(policy: RetryPolicy, seconds: float | None) -> RetryPolicy:
+    """``policy`` with its deadline set to ``seconds`` (``arcoforge bake --input-deadline``), if given."""
+    import dataclasses
+
+    return policy if seconds is None else dataclasses.replace(policy, deadline=float(seconds))
+
+
 def call_with_retries(function: Callable[[], T], policy: RetryPolicy, what: str) -> T:
     """Call ``function``, retrying transient failures as ``policy`` says; ``what`` names it in logs.
 
-    The last failure is re-raised with ``attempts`` (how many tries were made) set on it.
+    All tries together end by ``policy.deadline``. The last failure is re-raised
+    with ``attempts`` (how many tries were made) set on it.
     """
     attempt = 1
+    deadline = Deadline(policy.deadline)
     while True:
         try:
-            return function()
+            return call_within(function, deadline, what)
         except Exception as error:
-            if attempt >= policy.attempts or not is_transient(error):
+            out_of_time = isinstance(error, DeadlineExceeded) or deadline.remaining() <= 0
+            if attempt >= policy.attempts or not is_transient(error) or out_of_time:
                 try:
                     error.attempts = attempt  # type: ignore[attr-defined]
                 except AttributeError:
                     pass
                 raise
-            wait = policy.delay(attempt)
+            wait = min(policy.delay(attempt), max(0.0, deadline.remaining()))
             logger.info("%s failed (%s), try %d of %d; again in %.2f s",
                         redact(what), describe_failure(error), attempt, policy.attempts, wait)
             time.sleep(wait)

@@ -38,7 +38,7 @@ from .skipping import (
     report_skipped,
     skipped_inputs_attrs,
 )
-from .storage import InputCache, RetryPolicy, concurrency_slots, public_name, redact, register_secrets, secret_values
+from .storage import InputCache, RetryPolicy, concurrency_slots, with_deadline, public_name, redact, register_secrets, secret_values
 from .patterns import Dimension, FileType, Index
 from .chunking import parse_size
 from .progress import record_event
@@ -145,7 +145,8 @@ class OpenURLWithFSSpec(beam.PTransform):
         settings = dict(
             cache=cache if cache is not None else False, storage_options=source_options,
             open_kwargs=self.open_kwargs, secrets=self.secrets, max_concurrency=max_concurrency,
-            retry=RetryPolicy.of(self.retries if self.retries is not None else runtime.retries),
+            retry=with_deadline(RetryPolicy.of(self.retries if self.retries is not None else runtime.retries),
+                                runtime.input_deadline),
         )
         register_secrets(secret_values(source_options, [], (self.secrets or {}).values())
                          | secret_values(self.open_kwargs) | secret_values(runtime.storage_options))
