@@ -85,8 +85,11 @@ def test_no_secret_reaches_any_output_or_log(file_server, s3, s3_filesystem, dai
     options, bucket = s3
     s3_secret, netrc_password = "PLANTED-s3-secret-c0ffee", "PLANTED-netrc-pw-beef42"
     query_token, header_token = "PLANTED-query-token-d00d", "PLANTED-header-token-f00d"
-    planted = [s3_secret, netrc_password, query_token, header_token]
-    options = {**options, "secret": s3_secret}  # moto accepts any key pair
+    # Secrets of every shape: short (under 6 characters), under names on no list, in URL user info.
+    short_query, odd_query, odd_header, odd_option, userinfo = "Zq7Xw", "Kj4Pw9", "Hd8Vq", "So3Lk", "Up9Wm"
+    planted = [s3_secret, netrc_password, query_token, header_token, short_query, odd_query, odd_header,
+               odd_option, userinfo]
+    options = {**options, "secret": s3_secret, "config_kwargs": {"user_agent_extra": odd_option}}  # moto: any key
     fs = s3_filesystem(options)
     fs.mkdir(f"{bucket}/inputs")
     paths = daily_archive[:6]
@@ -101,7 +104,10 @@ def test_no_secret_reaches_any_output_or_log(file_server, s3, s3_filesystem, dai
     file_server.fail("d2.nc", 503)
 
     # The token goes into the HTTP URLs only (query_string_secrets would add it to the S3 ones too).
-    signed = [f"{url}?token={query_token}" if url.startswith("http") else url for url in urls]
+    signed = [f"{url}?token={query_token}&pwd={short_query}&zz_odd={odd_query}" if url.startswith("http") else url
+              for url in urls]
+    # the skipped input also carries user info (wrong credentials: it is refused, then skipped)
+    signed[4] = signed[4].replace("http://", f"http://someone:{userinfo}@")
     pattern = af.FilePattern(lambda time: signed[time], af.ConcatDim("time", list(range(6)), nitems_per_file=1))
 
     def recipe():
@@ -117,7 +123,8 @@ def test_no_secret_reaches_any_output_or_log(file_server, s3, s3_filesystem, dai
     progress.mkdir()
     target = f"s3://{bucket}/stores"
     runtime = dict(target_root=target, storage_options=options, cache_root=str(tmp_path / "cache"),
-                   source_storage_options={"s3": options, "http": {"headers": {"X-Api-Key": header_token}}},
+                   source_storage_options={"s3": options, "http": {"headers": {"X-Api-Key": header_token,
+                                                                                "X-Odd": odd_header}}},
                    retries=FAST, on_error="skip", progress_dir=str(progress))
     # Handlers other tests left on the root logger may write to streams pytest has closed since; logging
     # then prints the raw exception being handled. Only this test's capture is kept.
@@ -128,7 +135,9 @@ def test_no_secret_reaches_any_output_or_log(file_server, s3, s3_filesystem, dai
         logging.getLogger(name).setLevel(logging.INFO)
     with af.use_runtime_defaults(**runtime):
         af.run_local(recipe())
-    assert all(query == f"token={query_token}" for query in file_server.seen_queries)  # the secrets were used
+    # the secrets were used
+    assert all(query == f"token={query_token}&pwd={short_query}&zz_odd={odd_query}"
+               for query in file_server.seen_queries)
     ds = xr.open_zarr(f"{target}/secret.zarr", storage_options=options)
     assert [r["index"] for r in read_skipped_inputs(ds.attrs)] == [{"time": 4}]
 

@@ -39,7 +39,7 @@ logger = logging.getLogger("arcoforge")
 
 # How a worker's traceback names our errors, when a runner hands them back as text.
 _ERROR_LINE = re.compile(
-    r"arcoforge\.(?:errors|state)\.(RecipeError|InputError|SchemaError|InfrastructureError|LeaseError): "
+    r"arcoforge\.(?:errors|state|lease)\.(RecipeError|InputError|SchemaError|InfrastructureError|LeaseError): "
     r"(.+?)(?: \[while running|$)", re.M
 )
 _EXIT_BY_KIND = {"RecipeError": EXIT_RECIPE, "InputError": EXIT_INPUT, "SchemaError": EXIT_INPUT,
@@ -241,6 +241,8 @@ def bake(
     on_error: str | None = None,
     retries: int | None = None,
     max_concurrency: int | None = None,
+    lease_ttl: float | None = None,
+    input_deadline: float | None = None,
 ) -> list[str]:
     """Bake the recipe(s) of a feedstock folder or a recipe file; returns the store URLs.
 
@@ -271,7 +273,9 @@ def bake(
         outcome = _bake_recipe(ref, config, events, prune=prune, dry_run=dry_run, metadata=metadata,
                                break_lease=break_lease, append=append, feedstock_name=report.feedstock,
                                collection_id=None if single else ref.id,
-                               inputs={"on_error": on_error, "retries": retries, "max_concurrency": max_concurrency})
+                               inputs={"on_error": on_error, "retries": retries, "max_concurrency": max_concurrency,
+                                       "input_deadline": input_deadline},
+                               lease_ttl=lease_ttl)
         report.recipes.append(outcome)
     return report.stores
 
@@ -289,7 +293,8 @@ def _runtime_values(**values: Any) -> dict[str, Any]:
 
 def _bake_recipe(ref: Any, config: Any, events: Events, *, prune: int | None, dry_run: bool,
                  metadata: dict | None, break_lease: bool, append: bool, feedstock_name: str | None,
-                 collection_id: str | None, inputs: dict[str, Any] | None = None) -> RecipeOutcome:
+                 collection_id: str | None, inputs: dict[str, Any] | None = None,
+                 lease_ttl: float | None = None) -> RecipeOutcome:
     """Build, (prune,) run and catalogue one recipe."""
     import datetime as dt
 
@@ -300,8 +305,10 @@ def _bake_recipe(ref: Any, config: Any, events: Events, *, prune: int | None, dr
     from .progress import ProgressReporter
     from .runners import choose_runner, dataflow_job_name, use_runtime_defaults
     from .stac import provenance, write_store_collection
+    from .names import safe_relative_path
     from .state import StoreState, new_owner
 
+    safe_relative_path(ref.id, "recipe id", single_segment=True)  # it names a STAC folder
     started = time.monotonic()
     pattern = getattr(ref.module, "pattern", None)
     pattern = pattern if hasattr(pattern, "sha256") else None
@@ -325,6 +332,7 @@ def _bake_recipe(ref: Any, config: Any, events: Events, *, prune: int | None, dr
             target_root=config.target_root, storage_options=config.target_storage_options or None,
             num_workers=choice.num_workers, max_mem=config.max_mem, progress_dir=progress_dir,
             provenance=known, owner=owner, break_lease=break_lease, cache_root=config.cache_root,
+            lease_ttl=lease_ttl,
             source_storage_options=config.source_storage_options or None, append=append,
             **{name: value for name, value in (inputs or {}).items() if value is not None},
         )))
@@ -356,7 +364,8 @@ def _bake_recipe(ref: Any, config: Any, events: Events, *, prune: int | None, dr
         else:
             reporter = ProgressReporter(progress_dir)
         try:
-            with reporter as progress:
+            with _leases_kept(outcome.stores, owner, config.target_storage_options or None, lease_ttl,
+                              break_lease), reporter as progress:
                 result = pipeline.run()
                 state = result.wait_until_finish()
         except BaseException:
@@ -402,6 +411,33 @@ def _bake_recipe(ref: Any, config: Any, events: Events, *, prune: int | None, dr
                 outcome.write_tasks, (outcome.bytes_written or 0) / 2**20, outcome.seconds)
     events.emit("recipe_done", **outcome.as_dict())
     return outcome
+
+
+@contextlib.contextmanager
+def _leases_kept(stores: list[str], owner: str, storage_options: dict | None, ttl: float | None,
+                 break_lease: bool):
+    """Hold the lease of every store while the pipeline runs, renewed by a heartbeat thread of this process.
+
+    Taken here, before the run, so that a store another bake holds fails the bake
+    at once; the workers' StoreToZarr steps find the lease theirs (the same owner).
+    """
+    from .lease import DEFAULT_TTL, LeaseKeeper
+    from .state import StoreState
+
+    ttl = float(ttl or DEFAULT_TTL)
+    leases = []
+    try:
+        for url in stores:
+            lease = StoreState(url, storage_options).lease()
+            lease.acquire(owner, ttl, break_lease)
+            leases.append(lease)
+    except BaseException:
+        for lease in leases:
+            with contextlib.suppress(Exception):
+                lease.release(owner)
+        raise
+    with LeaseKeeper(leases, owner, ttl):
+        yield
 
 
 def _counts_from_metrics(result: Any, outcome: RecipeOutcome) -> None:
@@ -456,7 +492,8 @@ def _bake_flags(args: argparse.Namespace) -> dict[str, Any]:
                 break_lease=args.break_lease, append=args.append, runner=args.runner, cache_root=args.cache_root,
                 prune=args.prune, dry_run=args.dry_run,
                 on_error="skip" if args.skip_bad_inputs else None, retries=args.retries,
-                max_concurrency=args.max_concurrency)
+                max_concurrency=args.max_concurrency, lease_ttl=args.lease_ttl,
+                input_deadline=args.input_deadline)
 
 
 def _cmd_bake(args: argparse.Namespace) -> int:
@@ -628,6 +665,10 @@ def build_parser() -> argparse.ArgumentParser:
                              help="append inputs the stores do not hold yet along their concat dimension")
     bake_parser.add_argument("--break-lease", action="store_true",
                              help="take over a store another bake holds (only if that bake is dead)")
+    bake_parser.add_argument("--lease-ttl", type=float, metavar="SECONDS",
+                             help="a store's lease is taken over when its heartbeat is this old (default 60)")
+    bake_parser.add_argument("--input-deadline", type=float, metavar="SECONDS",
+                             help="total time one input may take to read, retries included (default 120)")
     bake_parser.add_argument("--stac-schemas", help="folder of STAC JSON schemas laid out by URL, to validate "
                              "what is written (default: $ARCOFORGE_STAC_SCHEMAS)")
     bake_parser.set_defaults(run=_cmd_bake)

@@ -41,6 +41,8 @@ class RuntimeDefaults:
     # Who is baking (the lease owner of the stores written), and whether to break other bakes' leases.
     owner: str | None = None
     break_lease: bool = False
+    # Seconds a store's lease outlives its last heartbeat (see arcoforge.lease).
+    lease_ttl: float | None = None
     # Append new inputs to existing stores along their concat dim (arcoforge bake --append).
     append: bool = False
     # Remote inputs (see arcoforge.storage and docs/object-storage.md). ``cache_root``: where
@@ -54,6 +56,8 @@ class RuntimeDefaults:
     max_concurrency: int | None = None
     # "raise" (default) stops on a bad input; "skip" drops it, fills its positions, records it.
     on_error: str | None = None
+    # Seconds one input may take to read, all tries included (see arcoforge.deadline).
+    input_deadline: float | None = None
 
 
 _RUNTIME = RuntimeDefaults()

@@ -58,10 +58,6 @@ SCHEMAS_ENV = "ARCOFORGE_STAC_SCHEMAS"
 MAX_LISTED_VALUES = 100
 PROVIDER_ROLES = ("producer", "licensor", "processor", "host")
 _LICENSE_PATTERN = re.compile(r"^[\w\-\.\+]+$")
-_SECRET_KEY = re.compile(
-    r"key|secret|token|passw|credential|auth|cookie|session|signature|^sig$|^sas|connection_string|private|cert",
-    re.IGNORECASE,
-)
 _CORE_SCHEMAS = {
     "Catalog": "catalog-spec/json-schema/catalog.json",
     "Collection": "collection-spec/json-schema/collection.json",
@@ -74,56 +70,26 @@ _CORE_SCHEMAS = {
 
 
 def public_storage_options(storage_options: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Storage options safe to publish: credential-like keys and non-JSON values removed.
+    """Storage options safe to publish: only keys known to be harmless (see :mod:`arcoforge.redaction`).
 
-    Nested dicts (``client_kwargs``, ``headers``) are cleaned the same way; what
-    was removed is logged by key, never by value.
-
-    >>> public_storage_options({"anon": False, "key": "AKIA", "secret": "s",
+    >>> public_storage_options({"anon": False, "key": "AKIA", "pwd": "s",
     ...                         "client_kwargs": {"endpoint_url": "http://h:9000", "aws_session_token": "t"}})
     {'anon': False, 'client_kwargs': {'endpoint_url': 'http://h:9000'}}
     """
-    removed: list[str] = []
+    from .redaction import public_options
 
-    def clean(options: Mapping[str, Any], where: str) -> dict[str, Any]:
-        kept: dict[str, Any] = {}
-        for key, value in options.items():
-            name = f"{where}{key}"
-            if _SECRET_KEY.search(str(key)):
-                removed.append(name)
-            elif isinstance(value, Mapping):
-                kept[str(key)] = clean(value, name + ".")
-            elif isinstance(value, str) and "://" in value:
-                kept[str(key)] = public_url(value)
-            elif _is_json_value(value):
-                kept[str(key)] = value
-            else:
-                removed.append(name)
-        return kept
-
-    result = clean(storage_options or {}, "")
-    if removed:
-        logger.info("storage options left out of the STAC document (credentials or not JSON): %s", removed)
-    return result
-
-
-def _is_json_value(value: Any) -> bool:
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return True
-    if isinstance(value, (list, tuple)):
-        return all(_is_json_value(v) for v in value)
-    return False
+    return public_options(storage_options)
 
 
 def public_url(url: str) -> str:
-    """``url`` without user credentials or credential-like query parameters (see :func:`storage.public_name`).
+    """``url`` without user info or query string (see :func:`arcoforge.redaction.public_url`).
 
     >>> public_url("https://user:pw@host.org/x.zarr?sig=abc&version=2")
-    'https://host.org/x.zarr?version=2'
+    'https://host.org/x.zarr#q2e0c93214c'
     """
-    from .storage import public_name
+    from .redaction import public_url as public
 
-    return public_name(url)
+    return public(url)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1107,9 +1073,11 @@ def write_collection(
     update it from one process; ``catalog_fields`` (``catalog_id``, ``title``,
     ``description``) apply when the catalog is new. Returns the collection's path.
     """
+    from .names import safe_relative_path
+
     collection = collection.clone()
     stac_root = _join(output_root, STAC_FOLDER)
-    folder = _join(stac_root, collection.id)
+    folder = _join(stac_root, safe_relative_path(collection.id, "collection id", single_segment=True))
     collection.links = [link for link in collection.links if link.rel not in ("self", "root", "parent", "preview")]
     collection.add_link(pystac.Link("root", f"../{CATALOG_NAME}", media_type=pystac.MediaType.JSON))
     collection.add_link(pystac.Link("parent", f"../{CATALOG_NAME}", media_type=pystac.MediaType.JSON))

@@ -11,8 +11,9 @@ outside the store, so readers of the store never see it:
   that readers of the store find no group (``GroupNotFoundError``) rather than
   fill values standing in for chunks not yet written;
 - ``complete.json``: written last, once the root metadata is published and consolidated;
-- ``lease.json``: who is writing the store, until when; a second bake of the
-  same store fails clearly instead of interleaving writes.
+- ``lease.json``: who is writing the store, renewed by a heartbeat; a second
+  bake of the same store fails clearly instead of interleaving writes, unless
+  the holder is dead (see :mod:`arcoforge.lease`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Any
 
 import fsspec
 
-from .errors import InfrastructureError
+from .lease import DEFAULT_TTL, LEASE_FILE, Lease, LeaseError, lease_file  # noqa: F401 (LeaseError: re-exported)
 
 logger = logging.getLogger(__name__)
 
@@ -41,10 +42,6 @@ CONSOLIDATED_KEYS = {2: (".zmetadata",), 3: ()}
 # zarr's LocalStore writes a key to ``<key minus suffix>.<uuid4 hex>.partial`` and renames it;
 # a writer killed in between leaves that file behind.
 ABANDONED_WRITE = re.compile(r"\.[0-9a-f]{32}\.partial$")
-
-
-class LeaseError(InfrastructureError):
-    """Another bake holds the store: two writers would interleave their chunks."""
 
 
 def state_url(store_url: str) -> str:
@@ -194,60 +191,17 @@ class StoreState:
         self.remove("root")
         self.remove("done")
 
-    # -- the lease -------------------------------------------------------------------------
-    def acquire_lease(self, owner: str, ttl_seconds: float, break_lease: bool = False) -> dict[str, Any]:
-        """Take the lease on the store for ``owner``, or fail naming who holds it.
+    # -- the lease (see arcoforge.lease) -----------------------------------------------------
+    def lease(self) -> Lease:
+        """The lease of this store, changed only by compare-and-swap."""
+        return Lease(lease_file(self.fs, self._file(LEASE_FILE)), self.store_url)
 
-        A lease of another owner, live or expired, is broken only with ``break_lease``:
-        an expired one most likely belongs to a bake that died, but a clock or a
-        slow bake could be wrong, and interleaved writes are worse than a rerun.
-        """
-        current = self.read_json("lease.json")
-        now = _now()
-        if current and current.get("owner") != owner:
-            expires = dt.datetime.fromisoformat(current["expires"])
-            state = "expired" if expires < now else "held"
-            if not break_lease:
-                raise LeaseError(
-                    f"{self.store_url} is being written by another bake (lease {state}: owner {current['owner']}, "
-                    f"host {current.get('host')}, pid {current.get('pid')}, since {current.get('acquired')}, "
-                    f"until {current['expires']}); if that bake is no longer running, rerun with --break-lease "
-                    "(StoreToZarr(break_lease=True))"
-                )
-            logger.warning("breaking the %s lease of %s on %s", state, current["owner"], self.store_url)
-        lease = {
-            "owner": owner,
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "acquired": now.isoformat(),
-            "expires": (now + dt.timedelta(seconds=ttl_seconds)).isoformat(),
-        }
-        if current is None and self._is_local():
-            # No lease yet: create it exclusively and whole (hard-link a finished temporary file,
-            # which fails if the lease exists), so of two bakes starting together one wins and
-            # nobody reads a half-written lease.
-            path = self._file("lease.json")
-            self.fs.makedirs(self.fs._parent(path), exist_ok=True)
-            tmp = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-            with open(tmp, "w") as out:
-                json.dump(lease, out, indent=2)
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                return self.acquire_lease(owner, ttl_seconds, break_lease)
-            finally:
-                os.unlink(tmp)
-            return lease
-        self.write_json("lease.json", lease)
-        written = self.read_json("lease.json")
-        if not written or written.get("owner") != owner:  # another bake wrote at the same moment
-            raise LeaseError(f"{self.store_url}: another bake took the lease at the same moment; rerun later")
-        return lease
+    def acquire_lease(self, owner: str, ttl_seconds: float = DEFAULT_TTL, break_lease: bool = False) -> dict[str, Any]:
+        """Take or renew the lease for ``owner``; a stale one is taken over, a live one refused (LeaseError)."""
+        return self.lease().acquire(owner, ttl_seconds, break_lease)
 
     def release_lease(self, owner: str) -> None:
-        current = self.read_json("lease.json")
-        if current and current.get("owner") == owner:
-            self.remove("lease.json")
+        self.lease().release(owner)
 
 
 def new_owner() -> str:

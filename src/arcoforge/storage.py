@@ -6,9 +6,8 @@ local paths). This module holds what every remote read and write needs:
 - **Options.** :func:`options_for` picks the filesystem options of a URL's protocol
   from a flat dict or one keyed by protocol (``{"s3": {...}, "https": {...}}``);
   HTTP gets a read timeout and ``~/.netrc`` credentials (``trust_env``) by default.
-- **Secrets.** :func:`secret_values` finds the secrets in options, URLs and the
-  environment; :func:`register_secrets` has every log record of this process
-  redacted of them; :func:`redact` cleans any text (an error message, a URL).
+- **Secrets** are :mod:`arcoforge.redaction`'s (re-exported here): every value
+  not known to be harmless is one; :func:`public_name` is how a URL is published.
 - **Retries.** :func:`is_transient` tells a failure worth retrying (HTTP 5xx and
   429, timeouts, connection resets, S3 ``SlowDown``) from a permanent one (404,
   403, a body that is not data); :func:`call_with_retries` retries with
@@ -44,26 +43,21 @@ from typing import Any, TypeVar
 
 import fsspec
 
+from .deadline import DEFAULT_DEADLINE, Deadline, DeadlineExceeded, call_within
 from .errors import InfrastructureError, InputError, RecipeError, describe_input
+from .redaction import (  # noqa: F401 (secret handling lives in arcoforge.redaction; re-exported)
+    REDACTED,
+    environment_secrets,
+    redact,
+    register_secrets,
+    secret_values,
+)
+from .redaction import public_url as public_name
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# Option keys whose values are credentials (the same rule the STAC writer uses).
-SECRET_KEY = re.compile(
-    r"key|secret|token|passw|credential|auth|cookie|session|signature|^sig$|^sas|connection_string|private|cert",
-    re.IGNORECASE,
-)
-# ... but these name a credential rather than hold one.
-_NOT_SECRET = re.compile(r"^(profile|key_prefix|requester_pays|anon|use_ssl|endpoint_url)$", re.IGNORECASE)
-# Values shorter than this are not treated as secrets (they would redact half of every message).
-MIN_SECRET_LENGTH = 6
-# Environment variables that hold credentials read by the storage libraries themselves.
-SECRET_ENVIRONMENT = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
-                      "AZURE_STORAGE_KEY", "AZURE_STORAGE_SAS_TOKEN", "AZURE_STORAGE_CONNECTION_STRING",
-                      "EARTHDATA_TOKEN", "EARTHDATA_PASSWORD")
-REDACTED = "***"
 
 # Filesystem protocols that may key a per-protocol options dict.
 _PROTOCOLS = {"s3", "s3a", "http", "https", "gs", "gcs", "az", "abfs", "adl", "file", "local", "memory", "ftp",
@@ -71,171 +65,6 @@ _PROTOCOLS = {"s3", "s3a", "http", "https", "gs", "gcs", "az", "abfs", "adl", "f
 # HTTP reads that stall this long fail (and are retried); connecting has the same limit.
 DEFAULT_HTTP_TIMEOUT = 60.0
 CHUNK_SIZE = 8 * 2**20
-
-
-# ---------------------------------------------------------------------------------------------
-# Secrets
-
-
-def secret_values(options: Mapping[str, Any] | None = None, urls: Iterable[str] = (),
-                  extra: Iterable[Any] = ()) -> set[str]:
-    """The secret strings in storage options, in URLs (user info, credential-like query values), and ``extra``.
-
-    >>> sorted(secret_values({"key": "AKIAEXAMPLE", "secret": "s3cr3t-value", "anon": False,
-    ...                       "client_kwargs": {"endpoint_url": "http://h:9000"}},
-    ...                      urls=["https://user:hunter22@host/a.nc?token=abcdef123&v=2"]))
-    ['AKIAEXAMPLE', 'abcdef123', 'hunter22', 's3cr3t-value']
-    """
-    found: set[str] = set()
-
-    def walk(value: Any, secret: bool) -> None:
-        if isinstance(value, Mapping):
-            for key, item in value.items():
-                walk(item, secret or (bool(SECRET_KEY.search(str(key))) and not _NOT_SECRET.match(str(key))))
-        elif isinstance(value, (list, tuple, set)):
-            for item in value:
-                walk(item, secret)
-        elif isinstance(value, str):
-            if secret:
-                found.add(value)
-                if " " in value:  # "Bearer abc", "Basic dXNlcjpwdw=="
-                    found.add(value.split(" ", 1)[1])
-            if "://" in value:
-                found.update(_url_secrets(value))
-        elif secret and value is not None and not isinstance(value, bool):
-            # aiohttp.BasicAuth, botocore Credentials...: their string fields
-            for attribute in ("password", "secret_key", "token", "login"):
-                item = getattr(value, attribute, None)
-                if isinstance(item, str) and attribute != "login":
-                    found.add(item)
-
-    walk(dict(options or {}), False)
-    for url in urls:
-        found.update(_url_secrets(url))
-    for value in extra:
-        if isinstance(value, str):
-            found.add(value)
-    return {value for value in found if len(value) >= MIN_SECRET_LENGTH}
-
-
-def _url_secrets(url: str) -> set[str]:
-    parts = urllib.parse.urlsplit(url)
-    found = set()
-    if parts.password:
-        found.update({parts.password, urllib.parse.unquote(parts.password)})
-    for key, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=False):
-        if SECRET_KEY.search(key):
-            found.add(value)
-    return found
-
-
-def environment_secrets() -> set[str]:
-    """Credentials the storage libraries read from the environment, to keep them out of logs too."""
-    return {os.environ[name] for name in SECRET_ENVIRONMENT
-            if len(os.environ.get(name, "")) >= MIN_SECRET_LENGTH}
-
-
-_KNOWN_SECRETS: set[str] = set()
-_REDACTION_INSTALLED = False
-_REDACTION_LOCK = threading.Lock()
-
-
-def register_secrets(secrets: Iterable[str]) -> None:
-    """Have every log record made in this process redacted of ``secrets`` (and of the environment's).
-
-    Installed as a log record factory, so records of every library (fsspec logs
-    URLs at debug level) are cleaned before any handler sees them.
-    """
-    global _REDACTION_INSTALLED
-    new = {s for s in secrets if isinstance(s, str) and len(s) >= MIN_SECRET_LENGTH} | environment_secrets()
-    if not new:
-        return  # nothing to hide: logging stays as it is
-    with _REDACTION_LOCK:
-        _KNOWN_SECRETS.update(_variants(new))
-        if _REDACTION_INSTALLED:
-            return
-        previous = logging.getLogRecordFactory()
-
-        def redacting_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
-            record = previous(*args, **kwargs)
-            _redact_record(record)
-            return record
-
-        logging.setLogRecordFactory(redacting_factory)
-        _REDACTION_INSTALLED = True
-
-
-def _variants(secrets: Iterable[str]) -> set[str]:
-    """A secret as it may appear in text: itself, URL-quoted, and form-quoted."""
-    out = set()
-    for secret in secrets:
-        out.update({secret, urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret)})
-    return {s for s in out if len(s) >= MIN_SECRET_LENGTH}
-
-
-def _redact_record(record: logging.LogRecord) -> None:
-    try:
-        message = record.getMessage()
-    except Exception:  # a record with bad arguments is the logging module's to report
-        return
-    cleaned = redact(message)
-    if cleaned != message:
-        record.msg, record.args = cleaned, None
-    if record.exc_info and record.exc_info[1] is not None:
-        text = "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
-        cleaned = redact(text)
-        if cleaned != text:
-            record.exc_text = cleaned
-
-
-_URL_USERINFO = re.compile(r"(\b[a-zA-Z][\w+.-]*://)([^/@\s:'\"]+):([^/@\s'\"]+)@")
-_URL = re.compile(r"\b[a-zA-Z][\w+.-]*://[^\s'\"<>]+")
-_QUERY_PARAM = re.compile(r"([?&])([^=&\s'\"#]+)=([^&\s'\"#]+)")
-
-
-def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """``text`` with ``secrets``, the registered secrets, URL passwords and credential-like query values replaced.
-
-    >>> redact("GET https://me:pw1234@h/a.nc?token=t0k3n99&x=1 failed: token t0k3n99")
-    'GET https://me:***@h/a.nc?token=***&x=1 failed: token ***'
-    """
-    text = str(text)
-    secrets = set(secrets)
-    if "://" in text:
-        for url in _URL.findall(text):  # a URL's secrets wherever else they appear in the text
-            secrets |= {s for s in _url_secrets(url) if len(s) >= MIN_SECRET_LENGTH}
-        text = _URL_USERINFO.sub(lambda m: f"{m.group(1)}{m.group(2)}:{REDACTED}@", text)
-
-        def query(match: re.Match) -> str:
-            if SECRET_KEY.search(match.group(2)) and match.group(3) != REDACTED:
-                return f"{match.group(1)}{match.group(2)}={REDACTED}"
-            return match.group(0)
-
-        text = _QUERY_PARAM.sub(query, text)
-    # Longest first, so a secret containing another is replaced whole.
-    for secret in sorted(_variants(secrets) | _KNOWN_SECRETS, key=len, reverse=True):
-        if secret in text:
-            text = text.replace(secret, REDACTED)
-    return text
-
-
-def public_name(url: str) -> str:
-    """How a URL is shown and recorded: without user info or credential-like query parameters.
-
-    >>> public_name("https://user:pw@host.org/a.nc?token=abc&version=2")
-    'https://host.org/a.nc?version=2'
-    >>> public_name("/data/a.nc")
-    '/data/a.nc'
-    """
-    if "://" not in url:
-        return url
-    parts = urllib.parse.urlsplit(url)
-    pairs = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-    query = [(k, v) for k, v in pairs if not SECRET_KEY.search(k)]
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    if netloc == parts.netloc and len(query) == len(pairs):
-        return url  # nothing to remove (and memory:///x keeps its slashes)
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=urllib.parse.urlencode(query)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -489,12 +318,15 @@ class RetryPolicy:
 
     ``attempts`` counts the first try (1 means no retry). The wait before try
     ``n + 1`` is drawn uniformly from ``[0, min(max_delay, base_delay * 2**(n - 1))]``
-    ("full jitter"), so many workers hitting one server spread out.
+    ("full jitter"), so many workers hitting one server spread out. ``deadline``
+    bounds all tries of one read together, in seconds (``None``: no bound; see
+    :mod:`arcoforge.deadline`).
     """
 
     attempts: int = 5
     base_delay: float = 0.5
     max_delay: float = 30.0
+    deadline: float | None = DEFAULT_DEADLINE
 
     def __post_init__(self) -> None:
         if int(self.attempts) < 1:
@@ -517,23 +349,33 @@ class RetryPolicy:
         return (rng or random).uniform(0.0, ceiling)
 
 
+def with_deadline(policy: RetryPolicy, seconds: float | None) -> RetryPolicy:
+    """``policy`` with its deadline set to ``seconds`` (``arcoforge bake --input-deadline``), if given."""
+    import dataclasses
+
+    return policy if seconds is None else dataclasses.replace(policy, deadline=float(seconds))
+
+
 def call_with_retries(function: Callable[[], T], policy: RetryPolicy, what: str) -> T:
     """Call ``function``, retrying transient failures as ``policy`` says; ``what`` names it in logs.
 
-    The last failure is re-raised with ``attempts`` (how many tries were made) set on it.
+    All tries together end by ``policy.deadline``. The last failure is re-raised
+    with ``attempts`` (how many tries were made) set on it.
     """
     attempt = 1
+    deadline = Deadline(policy.deadline)
     while True:
         try:
-            return function()
+            return call_within(function, deadline, what)
         except Exception as error:
-            if attempt >= policy.attempts or not is_transient(error):
+            out_of_time = isinstance(error, DeadlineExceeded) or deadline.remaining() <= 0
+            if attempt >= policy.attempts or not is_transient(error) or out_of_time:
                 try:
                     error.attempts = attempt  # type: ignore[attr-defined]
                 except AttributeError:
                     pass
                 raise
-            wait = policy.delay(attempt)
+            wait = min(policy.delay(attempt), max(0.0, deadline.remaining()))
             logger.info("%s failed (%s), try %d of %d; again in %.2f s",
                         redact(what), describe_failure(error), attempt, policy.attempts, wait)
             time.sleep(wait)

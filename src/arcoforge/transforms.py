@@ -38,7 +38,7 @@ from .skipping import (
     report_skipped,
     skipped_inputs_attrs,
 )
-from .storage import InputCache, RetryPolicy, concurrency_slots, public_name, redact, register_secrets, secret_values
+from .storage import InputCache, RetryPolicy, concurrency_slots, with_deadline, public_name, redact, register_secrets, secret_values
 from .patterns import Dimension, FileType, Index
 from .chunking import parse_size
 from .progress import record_event
@@ -53,6 +53,7 @@ from .runners import local_data_budget, runtime_defaults
 from .schema import combine_schemas, input_schema
 from .stac import link_collection, provenance, provenance_attrs, write_store_collection
 from .append import extend_schema, inputs_to_append, read_existing
+from .lease import DEFAULT_TTL, LeaseKeeper
 from .state import StoreState, fingerprint, new_owner, task_id
 from .writers import (
     DEFAULT_MAX_MEM,
@@ -144,7 +145,8 @@ class OpenURLWithFSSpec(beam.PTransform):
         settings = dict(
             cache=cache if cache is not None else False, storage_options=source_options,
             open_kwargs=self.open_kwargs, secrets=self.secrets, max_concurrency=max_concurrency,
-            retry=RetryPolicy.of(self.retries if self.retries is not None else runtime.retries),
+            retry=with_deadline(RetryPolicy.of(self.retries if self.retries is not None else runtime.retries),
+                                runtime.input_deadline),
         )
         register_secrets(secret_values(source_options, [], (self.secrets or {}).values())
                          | secret_values(self.open_kwargs) | secret_values(runtime.storage_options))
@@ -329,9 +331,10 @@ class StoreToZarr(beam.PTransform):
 
     Readers find no store at the URL until it is complete (its root metadata is
     published last). A bake killed and run again resumes: write tasks done
-    before are skipped. While a bake runs it holds a lease on the store
-    (``lease_ttl`` seconds); another bake of the same store fails clearly unless
-    ``break_lease`` (see :mod:`arcoforge.state`).
+    before are skipped. While a bake runs it holds a lease on the store, renewed
+    every few seconds; another bake of the same store fails clearly unless the
+    holder's heartbeat is ``lease_ttl`` seconds old (default 60), its process on
+    this host is gone, or ``break_lease`` (see :mod:`arcoforge.lease`).
 
     With ``append_dim`` (or ``arcoforge bake --append``), inputs the complete
     store does not hold yet are appended along that dimension, after checks
@@ -351,7 +354,7 @@ class StoreToZarr(beam.PTransform):
     target_shards: dict[str, int] | None = None
     max_mem: int | str = DEFAULT_MAX_MEM
     storage_options: dict | None = None
-    lease_ttl: float = 6 * 3600
+    lease_ttl: float | None = None
     break_lease: bool = False
     append_dim: str | None = None
 
@@ -382,7 +385,8 @@ class StoreToZarr(beam.PTransform):
 
         known_provenance = dict(runtime.provenance or {})
         owner = runtime.owner or new_owner()
-        lease_ttl, break_lease = self.lease_ttl, self.break_lease or runtime.break_lease
+        lease_ttl = float(self.lease_ttl or runtime.lease_ttl or DEFAULT_TTL)
+        break_lease = self.break_lease or runtime.break_lease
 
         append_dim = self.append_dim or (concat_dims[0] if runtime.append and len(concat_dims) == 1 else None)
         if runtime.append and not append_dim:
@@ -390,7 +394,10 @@ class StoreToZarr(beam.PTransform):
 
         def make_plan(input_schemas: list) -> StorePlan:
             state = StoreState(url, storage_options)
-            state.acquire_lease(owner, lease_ttl, break_lease)
+            lease = state.lease()
+            lease.acquire(owner, lease_ttl, break_lease)
+            if lease.taken:  # not held by who runs the pipeline (the CLI): renewed here until released
+                LeaseKeeper([lease], owner, lease_ttl).start()
             try:
                 return _make_plan(input_schemas, state)
             except BaseException:

@@ -238,8 +238,13 @@ def store_url(target_root: str, store_name: str) -> str:
     '/data/out/sst.zarr'
     >>> store_url("s3://bucket/prefix", "sst.zarr")
     's3://bucket/prefix/sst.zarr'
+
+    A name that would leave ``target_root`` (``../x.zarr``, ``/x.zarr``...) is a
+    :class:`RecipeError` naming ``store_name`` (see :mod:`arcoforge.names`).
     """
-    return target_root.rstrip("/") + "/" + store_name.lstrip("/")
+    from .names import join_under
+
+    return join_under(target_root, store_name, "store_name")
 
 
 def open_store(url: str, storage_options: dict | None = None, read_only: bool = False) -> zarr.abc.store.Store:
