@@ -101,9 +101,11 @@ def schema_urls(document: Mapping[str, Any]) -> list[str]:
 def _deepest_relevant(error: Any) -> Any:
     """The error inside a failed ``oneOf``/``anyOf`` that explains it.
 
-    Extension schemas branch on the document type (Item or Collection) and
-    dimension type; a branch that failed on a ``type`` field is the wrong
-    branch, so the explanation is sought in the others.
+    Extension schemas branch on the document type (Item or Collection), on where
+    fields are (top level or assets) and on the dimension type. A branch that
+    failed on a ``type`` field is the wrong branch; of the others, the one whose
+    errors reach deepest into the document is the one the document meant (it
+    matched furthest), then the one with the fewest errors.
     """
     from jsonschema.exceptions import relevance
 
@@ -114,7 +116,8 @@ def _deepest_relevant(error: Any) -> Any:
             branches.setdefault(key, []).append(sub)
         right_type = [errs for errs in branches.values()
                       if not any(list(e.absolute_path)[-1:] == ["type"] for e in errs)]
-        chosen = min(right_type or list(branches.values()), key=len)
+        chosen = min(right_type or list(branches.values()),
+                     key=lambda errs: (-max(len(e.absolute_path) for e in errs), len(errs)))
         error = max(chosen, key=relevance)
     return error
 
@@ -169,7 +172,8 @@ def validate_stac(
         validator = cls(schema, registry=registry, format_checker=cls.FORMAT_CHECKER)
         try:
             found = sorted(validator.iter_errors(instance), key=lambda e: [str(p) for p in e.absolute_path])
-            errors.extend(_error_message(name, error, url, prefix) for error in found)
+            messages = (_error_message(name, error, url, prefix) for error in found)
+            errors.extend(dict.fromkeys(m for m in messages if m not in errors))  # branches may repeat one
         except Unresolvable as error:
             errors.append(f"{name}: schema {url} refers to {error.ref}, which is not in {folder}")
     return errors
