@@ -65,7 +65,8 @@ def _document(path: Path) -> dict:
 
 def test_a_valid_collection_and_its_catalog_pass_with_the_packaged_schemas(collection_path, no_network):
     with pytest.raises(NetworkUsed):  # the block works, so the tests using it can fail
-        socket.socket().connect(("127.0.0.1", 9))
+        with socket.socket() as sock:
+            sock.connect(("127.0.0.1", 9))
     document = _document(collection_path)
     assert stac.DATACUBE_EXTENSION in document["stac_extensions"]
     assert stac_validation.validate_stac(document, name="collection.json") == []
