@@ -4,25 +4,21 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.util
-import os
 import sys
 from pathlib import Path
 
 import pytest
 
-from arcoforge import stac
 from arcoforge.demo import write_demo_archive
-
-# The official STAC schemas, laid out by URL: shared/stac-schemas beside the repository in CI.
-SCHEMAS_DIR = Path(os.environ.get(stac.SCHEMAS_ENV) or Path(__file__).parents[1].parent / "shared" / "stac-schemas")
+from arcoforge.stac_validation import packaged_schemas_dir
 
 
 @pytest.fixture(scope="session")
 def schemas_dir() -> Path:
-    if not SCHEMAS_DIR.is_dir():
-        pytest.skip(f"the official STAC JSON schemas are not at {SCHEMAS_DIR}: put the shared/stac-schemas "
-                    f"folder beside the repository, or point {stac.SCHEMAS_ENV} at a copy")
-    return SCHEMAS_DIR
+    """The official STAC JSON schemas shipped inside the arcoforge package (laid out by URL)."""
+    folder = packaged_schemas_dir()
+    assert (folder / "SOURCES.md").is_file(), f"the packaged STAC schemas are missing from {folder}"
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,6 @@ import copy
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 
 import apache_beam as beam
@@ -20,9 +19,10 @@ from PIL import Image
 
 import arcoforge as af
 from arcoforge import stac
+from arcoforge.stac_validation import packaged_schemas_dir
 
-# the same folder the `schemas_dir` fixture of conftest.py gives
-SCHEMAS_DIR = Path(os.environ.get(stac.SCHEMAS_ENV) or Path(__file__).parents[1].parent / "shared" / "stac-schemas")
+# the same folder the `schemas_dir` fixture of conftest.py gives: the schemas shipped in the package
+SCHEMAS_DIR = packaged_schemas_dir()
 
 META = {
     "title": "Demo daily SST",
@@ -471,8 +471,8 @@ def test_remote_store_keeps_secrets_out_of_every_document():
         assert asset["open_kwargs"]["storage_options"] == {
             "skip_instance_cache": False, "client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}}
         assert fs.exists("/stac-secrets/out/stac/remote/quicklook.png")
-        if SCHEMAS_DIR.is_dir():  # validated here as the memory filesystem is emptied below
-            assert stac.validate_stac_tree("memory://stac-secrets/out/stac/catalog.json", SCHEMAS_DIR) == []
+        # validated here as the memory filesystem is emptied below
+        assert stac.validate_stac_tree("memory://stac-secrets/out/stac/catalog.json", SCHEMAS_DIR) == []
         opened = stac.open_dataset_from_collection(path, storage_options={"key": "k", "secret": "s"})
         xr.testing.assert_identical(opened, xr.open_zarr(url))
     finally:

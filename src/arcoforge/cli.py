@@ -251,7 +251,7 @@ def bake(
     concat dimension (a CI test bake). Progress is shown while a local run goes
     (a bar on a terminal, log lines otherwise, JSON events with ``events``), a
     summary logged at the end of each recipe, and each store gets a STAC
-    collection under ``<target_root>/stac`` (validated when a schema folder is known).
+    collection under ``<target_root>/stac``, validated offline.
     ``report`` collects what each recipe did, also when a later one fails.
     """
     from .config import BakeConfig
@@ -553,19 +553,15 @@ def _cmd_lint(args: argparse.Namespace) -> int:
 def _cmd_stac(args: argparse.Namespace) -> int:
     from . import stac
     from .errors import RecipeError
+    from .stac_validation import validate_stac_path
 
     if args.target[0] == "validate":
         paths = args.target[1:]
         if not paths:
             raise RecipeError("arcoforge stac validate needs at least one document path")
-        schemas = args.schemas or stac.default_schemas_dir()
-        if not schemas:
-            raise RecipeError(f"no STAC schema folder: pass --schemas DIR or set {stac.SCHEMAS_ENV}")
         errors = []
         for path in paths:
-            document = stac._read_json(path) or {}
-            found = (stac.validate_stac_tree(path, schemas) if document.get("type") == "Catalog"
-                     else stac.validate_stac_file(path, schemas))
+            found = validate_stac_path(path, args.schemas)  # offline; the packaged schemas by default
             errors.extend(found)
             if not found:
                 print(f"valid: {path}")
@@ -670,7 +666,8 @@ def build_parser() -> argparse.ArgumentParser:
     bake_parser.add_argument("--input-deadline", type=float, metavar="SECONDS",
                              help="total time one input may take to read, retries included (default 120)")
     bake_parser.add_argument("--stac-schemas", help="folder of STAC JSON schemas laid out by URL, to validate "
-                             "what is written (default: $ARCOFORGE_STAC_SCHEMAS)")
+                             "what is written (default: $ARCOFORGE_STAC_SCHEMAS, else the schemas shipped "
+                             "with arcoforge)")
     bake_parser.set_defaults(run=_cmd_bake)
 
     lint_parser = sub.add_parser("lint", help="check a feedstock's meta.yaml and recipes without running them")
@@ -689,7 +686,7 @@ def build_parser() -> argparse.ArgumentParser:
     stac_parser.add_argument("--output-root", help="where stac/ goes (default: the store's parent folder)")
     stac_parser.add_argument("--meta", help="a feedstock meta.yaml for title, license, providers, keywords")
     stac_parser.add_argument("--schemas", help="folder of STAC JSON schemas laid out by URL "
-                             "(default: $ARCOFORGE_STAC_SCHEMAS)")
+                             "(default: $ARCOFORGE_STAC_SCHEMAS, else the schemas shipped with arcoforge)")
     stac_parser.set_defaults(run=_cmd_stac)
 
     demo_parser = sub.add_parser("demo", help="generate a small archive and bake it with an example recipe")

@@ -6,9 +6,9 @@ with pystac: extents from the data's CF coordinates, the datacube extension
 zarr extension fields and the keyword arguments that open it with xarray.
 :func:`write_collection` writes it as ``<root>/stac/<id>/collection.json``
 beside a quicklook PNG and links it from ``<root>/stac/catalog.json``.
-:func:`validate_stac_file` checks a document against the official JSON
-schemas (core and every extension it declares) from a local folder, so
-validation never touches the network. :func:`open_dataset_from_collection`
+:func:`validate_stac_file` (from :mod:`arcoforge.stac_validation`) checks a
+document against the official JSON schemas shipped with arcoforge, offline.
+:func:`open_dataset_from_collection`
 is the scientist's path back from the document to the data.
 
 Everything here is a plain function (no Beam), so it runs after a bake or on
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
-import functools
 import hashlib
 import json
 import logging
@@ -35,6 +34,15 @@ from typing import Any
 import numpy as np
 import pystac
 import xarray as xr
+
+from .stac_validation import (  # noqa: F401  (re-exported: arcoforge.stac.validate_stac_file etc.)
+    SCHEMAS_ENV,
+    default_schemas_dir,
+    schema_urls,
+    validate_stac,
+    validate_stac_file,
+    validate_stac_tree,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -53,16 +61,10 @@ CATALOG_NAME = "catalog.json"
 COLLECTION_NAME = "collection.json"
 STAC_FOLDER = "stac"
 GLOBAL_BBOX = [-180.0, -90.0, 180.0, 90.0]
-SCHEMAS_ENV = "ARCOFORGE_STAC_SCHEMAS"
 # cube:dimensions lists values of an irregular dimension up to this many; beyond, only its extent.
 MAX_LISTED_VALUES = 100
 PROVIDER_ROLES = ("producer", "licensor", "processor", "host")
 _LICENSE_PATTERN = re.compile(r"^[\w\-\.\+]+$")
-_CORE_SCHEMAS = {
-    "Catalog": "catalog-spec/json-schema/catalog.json",
-    "Collection": "collection-spec/json-schema/collection.json",
-    "Feature": "item-spec/json-schema/item.json",
-}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1125,12 +1127,12 @@ def write_store_collection(
     quicklook: bool = True,
     update_catalog: bool = True,
 ) -> str:
-    """Build, write and (with a schema folder) validate the collection of one finished store.
+    """Build, write and validate the collection of one finished store.
 
     What ``arcoforge bake`` and :class:`~arcoforge.transforms.WriteSTAC` do per
-    store. The schema folder is ``schemas_dir`` or ``$ARCOFORGE_STAC_SCHEMAS``;
-    without either, validation is skipped (and logged). An invalid document is
-    an :class:`~arcoforge.errors.ArcoforgeError` naming the failing fields.
+    store. Validation is offline, against ``schemas_dir``, else
+    ``$ARCOFORGE_STAC_SCHEMAS``, else the schemas shipped with arcoforge. An invalid
+    document is an :class:`~arcoforge.errors.ArcoforgeError` naming the failing fields.
     Returns the collection's path.
     """
     from .errors import ArcoforgeError
@@ -1151,15 +1153,11 @@ def write_store_collection(
     )
     path = write_collection(collection, output_root, dataset=dataset, storage_options=storage_options,
                             quicklook=quicklook, catalog=update_catalog)
-    schemas = schemas_dir or default_schemas_dir()
-    if schemas:
-        errors = validate_stac_file(path, schemas, storage_options)
-        if update_catalog:
-            errors += validate_stac_file(_join(output_root, STAC_FOLDER, CATALOG_NAME), schemas, storage_options)
-        if errors:
-            raise ArcoforgeError("STAC documents do not validate: " + "; ".join(errors))
-    else:
-        logger.info("STAC validation skipped: no schema folder (set %s or pass --stac-schemas)", SCHEMAS_ENV)
+    errors = validate_stac_file(path, schemas_dir, storage_options)
+    if update_catalog:
+        errors += validate_stac_file(_join(output_root, STAC_FOLDER, CATALOG_NAME), schemas_dir, storage_options)
+    if errors:
+        raise ArcoforgeError("STAC documents do not validate: " + "; ".join(errors))
     return path
 
 
@@ -1169,185 +1167,6 @@ def link_collection(output_root: str, collection_path: str, storage_options: dic
     if document is None:
         raise ValueError(f"{collection_path}: no such collection")
     return update_catalog(_join(output_root, STAC_FOLDER, CATALOG_NAME), document, storage_options=storage_options)
-
-
-# ---------------------------------------------------------------------------------------------
-# Validation against the official JSON schemas, offline
-
-
-def default_schemas_dir() -> Path | None:
-    """The schema folder named by ``$ARCOFORGE_STAC_SCHEMAS``, if set."""
-    value = os.environ.get(SCHEMAS_ENV)
-    return Path(value) if value else None
-
-
-@functools.lru_cache(maxsize=4)
-def _schema_registry(schemas_dir: str):
-    """A ``referencing`` registry of every schema file under ``schemas_dir``.
-
-    A file at ``<host>/<path>`` is registered under ``https://<host>/<path>`` and
-    under the ``$id`` it declares (with and without a trailing ``#``), since some
-    official files declare ids that differ from where they are published. The
-    draft-07 meta-schema comes from ``jsonschema-specifications``.
-    """
-    from jsonschema_specifications import REGISTRY as META_SCHEMAS
-    from referencing import Resource
-    from referencing.exceptions import NoSuchResource
-    from referencing.jsonschema import DRAFT7
-
-    root = Path(schemas_dir)
-    resources = []
-    for file in sorted(root.rglob("*.json")):
-        try:
-            contents = json.loads(file.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise ValueError(f"schema file {file} is not JSON: {error}") from error
-        resource = Resource.from_contents(contents, default_specification=DRAFT7)
-        uris = {"https://" + file.relative_to(root).as_posix()}
-        declared = contents.get("$id") if isinstance(contents, dict) else None
-        if isinstance(declared, str):
-            uris |= {declared, declared.rstrip("#")}
-        resources.extend((uri, resource) for uri in uris)
-    if not resources:
-        raise FileNotFoundError(f"STAC schema folder {root} holds no .json schema files")
-
-    def offline(uri: str):
-        raise NoSuchResource(ref=uri)
-
-    from referencing import Registry
-
-    return Registry(retrieve=offline).with_resources(resources).combine(META_SCHEMAS)
-
-
-def _resolve_schemas_dir(schemas_dir: str | os.PathLike | None) -> Path:
-    folder = Path(schemas_dir) if schemas_dir is not None else default_schemas_dir()
-    if folder is None:
-        raise FileNotFoundError(
-            f"no STAC schema folder given: pass schemas_dir or set {SCHEMAS_ENV} "
-            "(a folder of schema files laid out by URL host/path)"
-        )
-    if not folder.is_dir():
-        raise FileNotFoundError(f"STAC schema folder {folder} does not exist (set {SCHEMAS_ENV} or pass schemas_dir)")
-    return folder.resolve()
-
-
-def schema_urls(document: Mapping[str, Any]) -> list[str]:
-    """The core schema URL for a document's type and STAC version, then its extension schemas."""
-    kind = document.get("type")
-    version = document.get("stac_version")
-    urls = []
-    if kind in _CORE_SCHEMAS and isinstance(version, str):
-        urls.append(f"https://schemas.stacspec.org/v{version}/{_CORE_SCHEMAS[kind]}")
-    extensions = document.get("stac_extensions") or []
-    urls.extend(str(url) for url in extensions if isinstance(extensions, list))
-    return urls
-
-
-def _deepest_relevant(error: Any) -> Any:
-    """The error inside a failed ``oneOf``/``anyOf`` that explains it.
-
-    Extension schemas branch on the document type (Item or Collection) and
-    dimension type; a branch that failed on a ``type`` field is the wrong
-    branch, so the explanation is sought in the others.
-    """
-    from jsonschema.exceptions import relevance
-
-    while error.context:
-        branches: dict[Any, list[Any]] = {}
-        for sub in error.context:
-            key = sub.relative_schema_path[0] if sub.relative_schema_path else None
-            branches.setdefault(key, []).append(sub)
-        right_type = [errs for errs in branches.values()
-                      if not any(list(e.absolute_path)[-1:] == ["type"] for e in errs)]
-        chosen = min(right_type or list(branches.values()), key=len)
-        error = max(chosen, key=relevance)
-    return error
-
-
-def _error_message(name: str, error: Any, schema_url: str, prefix: str = "") -> str:
-    """One line: the document, the failing field (a JSON path), what was wrong, and the schema."""
-    leaf = _deepest_relevant(error)
-    where = "/".join([prefix] * bool(prefix) + [str(part) for part in leaf.absolute_path]) or "(top level)"
-    return f"{name}: field {where}: {leaf.message} [schema {schema_url}]"
-
-
-def validate_stac(
-    document: Mapping[str, Any],
-    schemas_dir: str | os.PathLike | None = None,
-    name: str = "document",
-) -> list[str]:
-    """Validate a STAC document against its core schema and every extension schema it declares.
-
-    Returns error messages naming ``name``, the failing field and the schema;
-    an empty list means valid. A schema missing from ``schemas_dir`` is an error
-    (nothing is fetched). Dates are format-checked when ``rfc3339-validator`` is
-    installed. Collections with the zarr extension also get their assets'
-    ``zarr:`` fields checked against that schema's own field definitions, which
-    the official v1.0.0 schema defines but applies to Item assets only.
-    """
-    from jsonschema import Draft7Validator
-    from jsonschema.validators import validator_for
-    from referencing.exceptions import NoSuchResource, Unresolvable
-
-    folder = _resolve_schemas_dir(schemas_dir)
-    registry = _schema_registry(str(folder))
-    errors: list[str] = []
-    if document.get("type") not in _CORE_SCHEMAS:
-        errors.append(f"{name}: field type: {document.get('type')!r} is not one of {sorted(_CORE_SCHEMAS)}")
-    if not isinstance(document.get("stac_version"), str):
-        errors.append(f"{name}: field stac_version: missing or not a string")
-    checks: list[tuple[str, dict[str, Any], Any, str]] = []
-    for url in schema_urls(document):
-        try:
-            schema = registry.contents(url)
-        except NoSuchResource:
-            errors.append(f"{name}: schema {url} is not in {folder}; the document cannot be validated against it")
-            continue
-        checks.append((url, schema, document, ""))
-    if document.get("type") == "Collection" and ZARR_EXTENSION in (document.get("stac_extensions") or []):
-        fields_url = ZARR_EXTENSION + "#/definitions/fields"
-        for key, asset in (document.get("assets") or {}).items():
-            checks.append((fields_url, {"$ref": fields_url}, asset, f"assets/{key}"))
-    for url, schema, instance, prefix in checks:
-        cls = validator_for(schema, default=Draft7Validator)
-        validator = cls(schema, registry=registry, format_checker=cls.FORMAT_CHECKER)
-        try:
-            found = sorted(validator.iter_errors(instance), key=lambda e: [str(p) for p in e.absolute_path])
-            errors.extend(_error_message(name, error, url, prefix) for error in found)
-        except Unresolvable as error:
-            errors.append(f"{name}: schema {url} refers to {error.ref}, which is not in {folder}")
-    return errors
-
-
-def validate_stac_file(path: str | os.PathLike, schemas_dir: str | os.PathLike | None = None,
-                       storage_options: Mapping[str, Any] | None = None) -> list[str]:
-    """Validate the STAC document at ``path`` (local or fsspec URL); returns error messages."""
-    try:
-        document = _read_json(str(path), storage_options)
-    except ValueError as error:
-        return [str(error)]
-    if document is None:
-        return [f"{path}: no such file"]
-    return validate_stac(document, schemas_dir, name=str(path))
-
-
-def validate_stac_tree(catalog_path: str | os.PathLike, schemas_dir: str | os.PathLike | None = None,
-                       storage_options: Mapping[str, Any] | None = None) -> list[str]:
-    """Validate a catalog and every document its ``child`` and ``item`` links lead to."""
-    errors: list[str] = []
-    seen: set[str] = set()
-    pending = [str(catalog_path)]
-    while pending:
-        path = pending.pop(0)
-        if path in seen:
-            continue
-        seen.add(path)
-        errors.extend(validate_stac_file(path, schemas_dir, storage_options))
-        document = _read_json(path, storage_options) or {}
-        for link in document.get("links", []):
-            if isinstance(link, dict) and link.get("rel") in ("child", "item") and isinstance(link.get("href"), str):
-                pending.append(_resolve_href(link["href"], path))
-    return errors
 
 
 # ---------------------------------------------------------------------------------------------

@@ -542,9 +542,10 @@ class WriteSTAC(beam.PTransform):
     """Describe each store of the input PCollection (e.g. StoreToZarr's output) in STAC.
 
     Writes ``<output_root>/stac/<collection_id>/collection.json`` with a
-    quicklook, validates it when a schema folder is given (or named by
-    ``$ARCOFORGE_STAC_SCHEMAS``), then links every collection from the root
-    catalog in one worker, so concurrent collections never race on it.
+    quicklook, validates it offline (against ``schemas_dir``, else
+    ``$ARCOFORGE_STAC_SCHEMAS``, else the schemas shipped with arcoforge),
+    then links every collection from the root catalog in one worker, so
+    concurrent collections never race on it.
     ``metadata`` is a feedstock ``meta.yaml`` dict (title, description,
     license, providers, keywords). Outputs the collection paths.
     """
