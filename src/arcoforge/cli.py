@@ -26,25 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-EXIT_OK = 0
-EXIT_UNEXPECTED = 1
-EXIT_RECIPE = 2
-EXIT_INPUT = 3
-EXIT_INFRASTRUCTURE = 4
+from .errors import EXIT_CODES, EXIT_INFRASTRUCTURE, EXIT_INPUT, EXIT_OK, EXIT_RECIPE, EXIT_UNEXPECTED
+
 # The failure class of each exit code, as ``bake --json`` names it.
-EXIT_CLASSES = {EXIT_OK: None, EXIT_UNEXPECTED: "unexpected", EXIT_RECIPE: "recipe", EXIT_INPUT: "input",
-                EXIT_INFRASTRUCTURE: "infrastructure"}
+EXIT_CLASSES = {EXIT_OK: None, **{code: kind for kind, code in EXIT_CODES.items()}}
 
 logger = logging.getLogger("arcoforge")
-
-# How a worker's traceback names our errors, when a runner hands them back as text.
-_ERROR_LINE = re.compile(
-    r"arcoforge\.(?:errors|state|lease)\.(RecipeError|InputError|SchemaError|InfrastructureError|LeaseError): "
-    r"(.+?)(?: \[while running|$)", re.M
-)
-_EXIT_BY_KIND = {"RecipeError": EXIT_RECIPE, "InputError": EXIT_INPUT, "SchemaError": EXIT_INPUT,
-                 "InfrastructureError": EXIT_INFRASTRUCTURE, "LeaseError": EXIT_INFRASTRUCTURE}
-
 
 _OS_ERROR_LINE = re.compile(
     r"\b(?:OSError|IOError|PermissionError|NotADirectoryError|IsADirectoryError|FileNotFoundError|"
@@ -53,24 +40,24 @@ _OS_ERROR_LINE = re.compile(
 
 
 def classify_failure(error: BaseException) -> tuple[int, str]:
-    """The exit code and one clear message for a failed bake."""
-    from .errors import InfrastructureError, InputError, RecipeError
+    """The exit code and one clear message for a failed bake.
+
+    The error's own kind decides (see :mod:`arcoforge.errors`); when a runner handed the
+    worker's error back as text, the kind tag written into the message decides.
+    """
+    from .errors import ArcoforgeError, classify_text
 
     seen = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, RecipeError):
-            return EXIT_RECIPE, _strip_beam_context(str(current))
-        if isinstance(current, InputError):
-            return EXIT_INPUT, _strip_beam_context(str(current))
-        if isinstance(current, InfrastructureError):
-            return EXIT_INFRASTRUCTURE, _strip_beam_context(str(current))
+        if isinstance(current, ArcoforgeError) and current.kind in EXIT_CODES:
+            return current.exit_code, _strip_beam_context(current.message)
         current = current.__cause__ or current.__context__
-    matches = _ERROR_LINE.findall(str(error))
-    if matches:
-        kind, message = matches[-1]
-        return _EXIT_BY_KIND[kind], message.strip()
+    tagged = classify_text(str(error))
+    if tagged:
+        kind, message = tagged
+        return EXIT_CODES[kind], _strip_beam_context(message)
     if isinstance(error, OSError):
         return EXIT_INFRASTRUCTURE, f"{type(error).__name__}: {error}"
     # Runners hand worker errors back as text: an operating-system error there is storage or network.
