@@ -5,7 +5,9 @@ by changing its imports to ``arcoforge``.
 
 The names are imported on first use: ``import arcoforge.cli`` (the command,
 and the processes it starts) does not pay for Beam, xarray and zarr before it
-knows it needs them.
+knows it needs them. Type checkers and IDEs see the same names through the
+``TYPE_CHECKING`` imports below. Importing ``arcoforge`` has no side effect
+beyond defining these names.
 """
 
 from __future__ import annotations
@@ -16,17 +18,24 @@ import importlib
 import logging
 from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .errors import ArcoforgeError, InfrastructureError, InputError, RecipeError, SchemaError
+    from .lease import LeaseError
+    from .patterns import (CombineOp, ConcatDim, Dimension, FilePattern, FileType, Index, MergeDim, Position,
+                           pattern_from_file_sequence)
+    from .runners import run_local, use_runtime_defaults
+    from .storage import InputCache, RetryPolicy
+    from .transforms import (ConsolidateDimensionCoordinates, ConsolidateMetadata, OpenURLWithFSSpec,
+                             OpenWithXarray, Preprocess, StoreToZarr, WriteSTAC)
 
 
 class _DropBeamImportNoise(logging.Filter):
-    """Beam warns at import that optional GCP client libraries are absent; they are not used."""
+    """Beam warns on the root logger, while it is imported, that optional GCP clients are absent."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "apitools not found" not in str(record.msg)
-
-
-logging.getLogger().addFilter(_DropBeamImportNoise())
 
 try:
     __version__ = version("arcoforge")
@@ -36,7 +45,11 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 # The public API: each name and the module that defines it.
 _PUBLIC = {
     "ArcoforgeError": "errors",
+    "InfrastructureError": "errors",
     "InputError": "errors",
+    "LeaseError": "lease",
+    "InputCache": "storage",
+    "RetryPolicy": "storage",
     "RecipeError": "errors",
     "SchemaError": "errors",
     "CombineOp": "patterns",
@@ -80,10 +93,20 @@ def collector_paused() -> Iterator[None]:
 
 
 def import_quickly(*modules: str) -> None:
-    """Import modules (``"arcoforge.transforms"``, ``"xarray"``) with the collector paused."""
-    with collector_paused():
-        for name in modules:
-            importlib.import_module(name)
+    """Import modules (``"arcoforge.transforms"``, ``"xarray"``) with the collector paused.
+
+    While they are imported, and only then, Beam's import-time warning about the optional GCP
+    clients is kept off the root logger.
+    """
+    noise = _DropBeamImportNoise()
+    root = logging.getLogger()
+    root.addFilter(noise)
+    try:
+        with collector_paused():
+            for name in modules:
+                importlib.import_module(name)
+    finally:
+        root.removeFilter(noise)
 
 
 def __getattr__(name: str) -> Any:
