@@ -196,3 +196,111 @@ def test_appending_to_a_store_holding_unpacked_values(packed_files, tmp_path):
         assert ds.sizes["time"] == 4
         np.testing.assert_array_equal(ds["i16_f32"].values, expected["i16_f32"].values)
         assert ds["i16_f32"].dtype == np.float32
+
+
+# --------------------------------------------------------------------------- 3. bad inputs
+
+
+def write_series(folder: Path, days: list[list[int]], dtypes: list[str] | None = None,
+                 attrs: list[dict] | None = None, units: str = "days since 2000-01-01") -> list[str]:
+    """One small file per list of days; ``dtypes``/``attrs`` per file change what one file holds."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, times in enumerate(days):
+        values = np.arange(len(times) * 3, dtype=(dtypes or ["f4"] * len(days))[i]).reshape(len(times), 3)
+        ds = xr.Dataset({"v": (("time", "x"), values)}, attrs=(attrs or [{}] * len(days))[i],
+                        coords={"time": ("time", np.asarray(times, dtype="f8"), {"units": units})})
+        path = folder / f"series_{i}.nc"
+        ds.to_netcdf(path)
+        paths.append(str(path))
+    return paths
+
+
+def schemas_of(paths: list[str]):
+    from arcoforge.schema import input_schema
+
+    pattern = af.pattern_from_file_sequence(paths, "time")
+    schemas = []
+    for index, url in pattern.items():
+        with xr.open_dataset(url) as ds:
+            schemas.append(input_schema(ds, index, ["time"]))
+    return pattern, schemas
+
+
+@pytest.mark.parametrize("days, problem", [
+    ([[0, 1], [1, 2]], "repeats"),         # a timestamp given twice, across files
+    ([[2, 3], [0, 1]], "goes back to"),    # files out of order
+    ([[0, 0], [1, 2]], "repeats"),         # within one file
+])
+def test_time_that_repeats_or_goes_back_is_refused(tmp_path, days, problem):
+    from arcoforge.errors import SchemaError
+    from arcoforge.input_checks import check_inputs
+
+    pattern, schemas = schemas_of(write_series(tmp_path, days))
+    with pytest.raises(SchemaError) as error:
+        check_inputs(schemas, pattern.combine_dim_keys)
+    message = str(error.value)
+    assert "\n" not in message and problem in message and "'time'" in message and "expected a time after" in message
+    bad = 0 if days[0][0] == days[0][1] else 1
+    assert f"series_{bad}.nc (pattern index Index(time={bad}))" in message
+
+
+def test_a_coordinate_that_is_not_time_may_repeat(tmp_path):
+    """NEMO's time_counter is 0 in every file; only time-like concat coordinates must increase."""
+    from arcoforge.input_checks import check_inputs
+
+    pattern, schemas = schemas_of(write_series(tmp_path, [[0.0], [0.0]], units="1"))
+    check_inputs(schemas, pattern.combine_dim_keys)
+
+
+def test_a_dtype_differing_between_inputs_is_refused_unless_the_recipe_chooses_one(tmp_path):
+    from arcoforge.errors import SchemaError
+    from arcoforge.input_checks import check_inputs
+
+    pattern, schemas = schemas_of(write_series(tmp_path, [[0], [1]], dtypes=["f4", "f8"]))
+    with pytest.raises(SchemaError, match=r"series_1.nc \(pattern index Index\(time=1\)\): variable 'v' has "
+                                          r"dtype float64, expected float32 as in .*series_0.nc"):
+        check_inputs(schemas, pattern.combine_dim_keys)
+    check_inputs(schemas, pattern.combine_dim_keys, {"v": {"dtype": "float64"}})
+
+
+def test_large_attributes_are_dropped_with_a_warning(tmp_path, caplog):
+    from arcoforge.input_checks import drop_large_attrs
+
+    big = "x" * 70_000
+    _, schemas = schemas_of(write_series(tmp_path, [[0]], attrs=[{"history": big, "title": "t"}]))
+    schemas[0].variables["v"].attrs["comment"] = big
+    with caplog.at_level("WARNING"):
+        schema = drop_large_attrs(schemas[0])
+    assert schema.attrs == {"title": "t"} and "comment" not in schema.variables["v"].attrs
+    assert "series_0.nc (pattern index Index(time=0)): attribute 'history' (70000 bytes)" in caplog.text
+    assert "variable 'v': attribute 'comment'" in caplog.text
+    assert drop_large_attrs(schemas[0], None).attrs["history"] == big
+
+
+def _nothing_written(root: Path, name: str) -> bool:
+    store = root / name
+    return not store.exists() or not any(store.iterdir())
+
+
+def test_bad_inputs_stop_the_bake_before_anything_is_written(tmp_path):
+    duplicated = write_series(tmp_path / "dup", [[0, 1], [1, 2]])
+    with pytest.raises(Exception, match=r"series_1.nc \(pattern index Index\(time=1\)\): time coordinate 'time' "
+                                        r"repeats"):
+        bake(duplicated, tmp_path, "dup.zarr")
+    assert _nothing_written(tmp_path, "dup.zarr")
+    # the pattern says 2 items a file, the files hold 1: checked from pattern.combine_dim_keys
+    short = write_series(tmp_path / "short", [[0], [1]])
+    with pytest.raises(Exception, match=r"series_0.nc \(pattern index Index\(time=0\)\) has 1 items along 'time', "
+                                        r"but the pattern says nitems_per_file=2"):
+        bake(short, tmp_path, "short.zarr", nitems_per_file=2)
+    assert _nothing_written(tmp_path, "short.zarr")
+
+
+def test_dtype_chosen_by_the_recipe_and_large_attribute_dropped_in_a_bake(tmp_path):
+    paths = write_series(tmp_path / "in", [[0], [1]], dtypes=["f4", "f8"],
+                         attrs=[{"history": "x" * 70_000, "title": "t"}, {"title": "t"}])
+    store = bake(paths, tmp_path, "mixed.zarr", encoding={"v": {"dtype": "float64"}})
+    with xr.open_zarr(store) as ds:
+        assert ds["v"].dtype == np.float64 and ds.attrs["title"] == "t" and "history" not in ds.attrs
+        np.testing.assert_array_equal(ds["v"].values, np.concatenate([np.arange(3.0), np.arange(3.0)]).reshape(2, 3))
