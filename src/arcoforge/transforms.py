@@ -40,6 +40,7 @@ from .skipping import (
 )
 from .storage import InputCache, RetryPolicy, concurrency_slots, public_name, redact, register_secrets, secret_values
 from .patterns import Dimension, FileType, Index, check_combine_dims, nitems_per_file
+from .zarr_encoding import check_encoding
 from .input_checks import DEFAULT_MAX_ATTR_BYTES, check_inputs, drop_large_attrs
 from .chunking import parse_size
 from .progress import record_event
@@ -365,6 +366,7 @@ class StoreToZarr(beam.PTransform):
 
     def __post_init__(self) -> None:
         self.combine_dims = check_combine_dims(self.combine_dims, f"StoreToZarr({self.store_name!r})")
+        check_encoding(self.encoding, self.zarr_format)  # bad keys or codecs fail now, not mid-pipeline
 
     def _url(self) -> str:
         root = self.target_root or runtime_defaults().target_root
