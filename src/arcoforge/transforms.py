@@ -413,10 +413,11 @@ class StoreToZarr(beam.PTransform):
         nitems, recipe_encoding = nitems_per_file(combine_dims), dict(self.encoding)
 
         def _make_plan(input_schemas: list, state: StoreState) -> StorePlan:
-            check_inputs(input_schemas, combine_dims, recipe_encoding)
             existing = read_existing(url, append_dim, storage_options) if append_dim else None
+            # An append checks only its new inputs here; extend_schema checks that they continue the store.
+            fresh = inputs_to_append(input_schemas, existing) if existing is not None else input_schemas
+            check_inputs(fresh, combine_dims, recipe_encoding)
             if existing is not None:
-                fresh = inputs_to_append(input_schemas, existing)
                 if not fresh:
                     logger.info("nothing to append to %s: it holds all %d inputs", url, len(input_schemas))
                     schema = combine_schemas(input_schemas, combine_dims, nitems)
