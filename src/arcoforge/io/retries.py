@@ -6,7 +6,9 @@ resets, a body cut short or failing its checksum) is retried with exponential
 backoff and full jitter; a permanent one (404, 403, a body that is not data,
 and anything not known to be transient, so a bug is never retried for hours)
 fails at once. All tries of one read share a total deadline
-(:mod:`arcoforge.io.deadline`).
+(:mod:`arcoforge.io.deadline`). The retry loop itself is tenacity's; the rules
+(:func:`is_transient`, :class:`RetryPolicy`) and the wording of failures
+(:func:`describe_failure`) are ours.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ from __future__ import annotations
 import errno
 import logging
 import random
-import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
+
+import tenacity
 
 from ..errors import InputError, RecipeError
 from .deadline import DEFAULT_DEADLINE, Deadline, DeadlineExceeded, call_within
@@ -169,30 +172,46 @@ def with_deadline(policy: RetryPolicy, seconds: float | None) -> RetryPolicy:
 
     return policy if seconds is None else dataclasses.replace(policy, deadline=float(seconds))
 
+
 def call_with_retries(function: Callable[[], T], policy: RetryPolicy, what: str) -> T:
     """Call ``function``, retrying transient failures as ``policy`` says; ``what`` names it in logs.
 
-    All tries together end by ``policy.deadline``. The last failure is re-raised
-    with ``attempts`` (how many tries were made) set on it.
+    All tries together end by ``policy.deadline``: a try still running then is
+    abandoned, and no try starts (nor wait lasts) past it. The last failure is
+    re-raised with ``attempts`` (how many tries were made) set on it.
     """
-    attempt = 1
     deadline = Deadline(policy.deadline)
-    while True:
+    tries = 0
+
+    def one_try() -> T:
+        nonlocal tries
+        tries += 1
+        return call_within(function, deadline, what)
+
+    def give_up(state: tenacity.RetryCallState) -> bool:
+        error = state.outcome.exception() if state.outcome is not None else None
+        out_of_time = isinstance(error, DeadlineExceeded) or deadline.remaining() <= 0
+        return state.attempt_number >= policy.attempts or out_of_time
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        return min(policy.delay(state.attempt_number), max(0.0, deadline.remaining()))
+
+    def log_retry(state: tenacity.RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        logger.info("%s failed (%s), try %d of %d; again in %.2f s", redact(what),
+                    describe_failure(error) if error is not None else "?", state.attempt_number, policy.attempts,
+                    state.next_action.sleep if state.next_action is not None else 0.0)
+
+    retrying = tenacity.Retrying(stop=give_up, wait=wait, retry=tenacity.retry_if_exception(is_transient),
+                                 before_sleep=log_retry, reraise=True)
+    try:
+        return retrying(one_try)
+    except Exception as error:
         try:
-            return call_within(function, deadline, what)
-        except Exception as error:
-            out_of_time = isinstance(error, DeadlineExceeded) or deadline.remaining() <= 0
-            if attempt >= policy.attempts or not is_transient(error) or out_of_time:
-                try:
-                    error.attempts = attempt  # type: ignore[attr-defined]
-                except AttributeError:
-                    pass
-                raise
-            wait = min(policy.delay(attempt), max(0.0, deadline.remaining()))
-            logger.info("%s failed (%s), try %d of %d; again in %.2f s",
-                        redact(what), describe_failure(error), attempt, policy.attempts, wait)
-            time.sleep(wait)
-            attempt += 1
+            error.attempts = tries  # type: ignore[attr-defined]
+        except AttributeError:
+            pass
+        raise
 
 
 def describe_failure(error: BaseException) -> str:
