@@ -258,7 +258,13 @@ def new_owner() -> str:
 def task_id(group: str, task: Iterable[int]) -> str:
     """The marker name of a write task.
 
+    A 0-d variable has one task, the empty tuple: its marker is ``<group>/scalar``
+    (a name that no tuple of integers gives), never the folder ``<group>/`` itself.
+
     >>> task_id("sst", (3, 0, 0))
     'sst/3.0.0'
+    >>> task_id("crs", ())
+    'crs/scalar'
     """
-    return f"{group}/{'.'.join(str(i) for i in task)}"
+    task = tuple(task)
+    return f"{group}/{'.'.join(str(i) for i in task) if task else 'scalar'}"
