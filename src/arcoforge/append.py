@@ -21,6 +21,7 @@ import numpy as np
 import xarray as xr
 
 from .errors import SchemaError
+from .packing import is_packed, store_value_encoding
 from .schema import CF_ENCODING_KEYS, DatasetSchema, InputSchema, _cf_encoding, _same
 from .state import StoreState
 
@@ -116,7 +117,9 @@ def extend_schema(existing: ExistingStore, schema: DatasetSchema) -> DatasetSche
         if variable.dims != dims:
             raise SchemaError(f"cannot append to {existing.url}: variable {name!r} has dimensions "
                               f"{variable.dims} in the new inputs, {dims} in the store")
-        if variable.dtype != dtype:
+        # A store asked to keep a float32-decoding pack decodes it to float64 (see arcoforge.packing).
+        widened = is_packed(encoding) and variable.dtype == np.float32 and dtype == np.float64
+        if variable.dtype != dtype and not widened:
             raise SchemaError(f"cannot append to {existing.url}: variable {name!r} has dtype {variable.dtype} "
                               f"in the new inputs, {dtype} in the store")
         if variable.is_time_like:
@@ -125,7 +128,14 @@ def extend_schema(existing: ExistingStore, schema: DatasetSchema) -> DatasetSche
                 raise SchemaError(f"cannot append to {existing.url}: variable {name!r} uses calendar "
                                   f"{calendars[0]!r} in the new inputs, {calendars[1]!r} in the store")
         else:
-            for key in VALUE_ENCODING_KEYS:
+            # A pack the bake stored unpacked (see arcoforge.packing) continues the store just as well.
+            # What a fresh bake stores (unpacked, or _Unsigned resolved; see arcoforge.packing) continues it too.
+            stored = store_value_encoding(name, variable.dtype, variable.encoding)
+            if is_packed(variable.encoding) and not is_packed(stored):
+                continues = not is_packed(encoding) and np.dtype(encoding.get("dtype", dtype)) == dtype
+            else:
+                continues = all(_same(stored.get(key), encoding.get(key)) for key in VALUE_ENCODING_KEYS)
+            for key in () if continues else VALUE_ENCODING_KEYS:
                 if not _same(variable.encoding.get(key), encoding.get(key)):
                     raise SchemaError(
                         f"cannot append to {existing.url}: variable {name!r} changes its encoding: {key} is "

@@ -84,10 +84,16 @@ CombineDim = ConcatDim | MergeDim
 
 @dataclass(frozen=True)
 class Dimension:
-    """A named combine dimension together with how it is combined."""
+    """A named combine dimension together with how it is combined.
+
+    ``nitems_per_file`` (from :attr:`FilePattern.combine_dim_keys`) lets
+    StoreToZarr check each input's length; it takes no part in equality, so
+    a Dimension keys an :class:`Index` with or without it.
+    """
 
     name: str
     operation: CombineOp
+    nitems_per_file: int | None = field(default=None, compare=False, repr=False)
 
     def __lt__(self, other: "Dimension") -> bool:  # CombineOp is not orderable
         return (self.name, self.operation.value) < (other.name, other.operation.value)
@@ -228,7 +234,7 @@ class FilePattern:
     @property
     def combine_dim_keys(self) -> list[Dimension]:
         """The combine dimensions as :class:`Dimension` keys, for ``StoreToZarr(combine_dims=...)``."""
-        return [Dimension(dim.name, dim.operation) for dim in self.combine_dims]
+        return [Dimension(dim.name, dim.operation, getattr(dim, "nitems_per_file", None)) for dim in self.combine_dims]
 
     @property
     def is_opendap(self) -> bool:
@@ -317,6 +323,32 @@ class FilePattern:
             dim.name: dim.keys[index[Dimension(dim.name, dim.operation)].value]
             for dim in self.combine_dims
         }
+
+
+def check_combine_dims(combine_dims: Any, where: str = "StoreToZarr") -> list[Dimension]:
+    """``combine_dims`` as a list of :class:`Dimension`, or a one-line error saying how to write it.
+
+    Recipes pass ``pattern.combine_dim_keys``; plain names (``["time"]``) say
+    nothing of how each dimension is combined, so they are refused here, when
+    the transform is built, rather than deep inside the pipeline.
+    """
+    if isinstance(combine_dims, (str, Dimension)) or not isinstance(combine_dims, Sequence):
+        combine_dims = [combine_dims]
+    wrong = [dim for dim in combine_dims if not isinstance(dim, Dimension)]
+    if wrong:
+        from .errors import RecipeError
+
+        raise RecipeError(
+            f"{where}: combine_dims must be pattern.combine_dim_keys (Dimension objects), got {wrong[0]!r} "
+            f"of type {type(wrong[0]).__name__}; write combine_dims=pattern.combine_dim_keys"
+        )
+    return list(combine_dims)
+
+
+def nitems_per_file(combine_dims: Sequence[Dimension]) -> dict[str, int | None]:
+    """The ``nitems_per_file`` of each concat dimension that has one (see :attr:`FilePattern.combine_dim_keys`)."""
+    return {dim.name: dim.nitems_per_file for dim in combine_dims
+            if dim.operation == CombineOp.CONCAT and dim.nitems_per_file is not None}
 
 
 def add_query_string_secrets(url: str, secrets: Mapping[str, str]) -> str:

@@ -26,7 +26,9 @@ logger = logging.getLogger(__name__)
 
 # Encoding keys that describe values (CF), as opposed to how an input file stored them.
 CF_ENCODING_KEYS = ("units", "calendar", "dtype", "_FillValue", "missing_value", "scale_factor", "add_offset")
-PACKING_KEYS = ("dtype", "scale_factor", "add_offset", "_FillValue", "missing_value")
+PACKING_KEYS = ("dtype", "scale_factor", "add_offset", "_FillValue", "missing_value", "_Unsigned")
+# What is read of an input's encoding: the CF keys, and netCDF-3's ``_Unsigned`` (see arcoforge.packing).
+SOURCE_ENCODING_KEYS = CF_ENCODING_KEYS + ("_Unsigned",)
 
 
 @dataclass
@@ -142,7 +144,7 @@ def _normalize_calendar(calendar: str | None) -> str:
 
 
 def _cf_encoding(variable: xr.Variable) -> dict[str, Any]:
-    encoding = {key: variable.encoding[key] for key in CF_ENCODING_KEYS if key in variable.encoding}
+    encoding = {key: variable.encoding[key] for key in SOURCE_ENCODING_KEYS if key in variable.encoding}
     if "dtype" in encoding:
         encoding["dtype"] = np.dtype(encoding["dtype"]).str
     if "calendar" in encoding:
@@ -237,7 +239,7 @@ def _consensus_encoding(name: str, schemas: Sequence[tuple[InputSchema, Variable
         for key in disagree - {"units", "dtype", "calendar"}:
             encoding.pop(key, None)
         return encoding
-    if disagree & {"scale_factor", "add_offset", "dtype"}:
+    if disagree & {"scale_factor", "add_offset", "dtype", "_Unsigned"}:
         for key in PACKING_KEYS:
             encoding.pop(key, None)
         logger.warning(

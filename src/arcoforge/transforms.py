@@ -39,7 +39,8 @@ from .skipping import (
     skipped_inputs_attrs,
 )
 from .storage import InputCache, RetryPolicy, concurrency_slots, public_name, redact, register_secrets, secret_values
-from .patterns import Dimension, FileType, Index
+from .patterns import Dimension, FileType, Index, check_combine_dims, nitems_per_file
+from .input_checks import DEFAULT_MAX_ATTR_BYTES, check_inputs, drop_large_attrs
 from .chunking import parse_size
 from .progress import record_event
 from .rechunk import (
@@ -271,9 +272,10 @@ class Preprocess(beam.PTransform):
         return pcoll | "Preprocess" >> beam.MapTuple(self._apply)
 
 
-def _read_schema(element: tuple[Index, xr.Dataset], concat_dims: list[str], progress_dir: str | None):
+def _read_schema(element: tuple[Index, xr.Dataset], concat_dims: list[str], progress_dir: str | None,
+                 max_attr_bytes: int | None = DEFAULT_MAX_ATTR_BYTES):
     index, ds = element
-    schema = input_schema(ds, index, concat_dims)
+    schema = drop_large_attrs(input_schema(ds, index, concat_dims), max_attr_bytes)
     Metrics.counter(NAMESPACE, "inputs_read").inc()
     record_event(progress_dir, "input", index=repr(index))
     return schema
@@ -337,6 +339,11 @@ class StoreToZarr(beam.PTransform):
     store does not hold yet are appended along that dimension, after checks
     that they continue it (see :mod:`arcoforge.append`); a store that does not
     exist yet is baked whole. Appending what the store holds already does nothing.
+
+    Inputs are checked against each other before anything is written (see
+    :mod:`arcoforge.input_checks`): lengths against the pattern's
+    ``nitems_per_file``, time-like concat coordinates strictly increasing, one
+    dtype per variable. Attributes over ``max_attr_bytes`` are dropped.
     """
 
     combine_dims: list[Dimension]
@@ -354,6 +361,10 @@ class StoreToZarr(beam.PTransform):
     lease_ttl: float = 6 * 3600
     break_lease: bool = False
     append_dim: str | None = None
+    max_attr_bytes: int | None = DEFAULT_MAX_ATTR_BYTES
+
+    def __post_init__(self) -> None:
+        self.combine_dims = check_combine_dims(self.combine_dims, f"StoreToZarr({self.store_name!r})")
 
     def _url(self) -> str:
         root = self.target_root or runtime_defaults().target_root
@@ -397,21 +408,24 @@ class StoreToZarr(beam.PTransform):
                 state.release_lease(owner)  # nothing was written: the store is free again
                 raise
 
+        nitems, recipe_encoding = nitems_per_file(combine_dims), dict(self.encoding)
+
         def _make_plan(input_schemas: list, state: StoreState) -> StorePlan:
+            check_inputs(input_schemas, combine_dims, recipe_encoding)
             existing = read_existing(url, append_dim, storage_options) if append_dim else None
             if existing is not None:
                 fresh = inputs_to_append(input_schemas, existing)
                 if not fresh:
                     logger.info("nothing to append to %s: it holds all %d inputs", url, len(input_schemas))
-                    schema = combine_schemas(input_schemas, combine_dims)
+                    schema = combine_schemas(input_schemas, combine_dims, nitems)
                     return StorePlan(url, schema, {}, {}, {}, storage_options=storage_options,
                                      append_dim=append_dim, nothing_new=True)
                 first = {append_dim: min(s.index.find_position(append_dim).value for s in fresh)}
-                schema = extend_schema(existing, combine_schemas(fresh, combine_dims, first_positions=first))
+                schema = extend_schema(existing, combine_schemas(fresh, combine_dims, nitems, first_positions=first))
                 logger.info("appending %d inputs to %s along %r (%d -> %d)", len(fresh), url, append_dim,
                             existing.length, schema.dims[append_dim])
             else:
-                schema = combine_schemas(input_schemas, combine_dims)
+                schema = combine_schemas(input_schemas, combine_dims, nitems)
             record = {**provenance(n_inputs=schema.n_inputs), **known_provenance}
             kwargs = {**plan_kwargs, "attrs": {**plan_kwargs["attrs"], **provenance_attrs(record)}}
             plan = plan_store(schema, url, **kwargs, append_to=existing)
@@ -475,7 +489,8 @@ class StoreToZarr(beam.PTransform):
 
         plan = (
             datasets
-            | "Read input schemas" >> beam.Map(_read_schema, concat_dims=concat_dims, progress_dir=progress_dir)
+            | "Read input schemas" >> beam.Map(_read_schema, concat_dims=concat_dims, progress_dir=progress_dir,
+                                                   max_attr_bytes=self.max_attr_bytes)
             | "Collect schemas" >> beam.combiners.ToList()
             | "Plan store" >> beam.Map(make_plan)
         )

@@ -34,6 +34,7 @@ from .chunking import (
     variable_shards,
 )
 from .errors import RecipeError
+from .packing import store_value_encoding
 from .rechunk import TaskGrid, group_variables, plan_task_grid
 from .schema import CF_ENCODING_KEYS, DatasetSchema, VariableSchema, schema_as_dataset
 
@@ -148,8 +149,11 @@ def plan_store(
                 f"encoding[{name!r}] has keys {sorted(unknown)} that are not understood{hint}; "
                 f"expected some of {sorted(CF_ENCODING_KEYS + ZARR_ENCODING_KEYS)}"
             )
-        schema.variables[name].encoding.update({k: v for k, v in overrides.items() if k in CF_ENCODING_KEYS})
         zarr_encoding[name] = {k: v for k, v in overrides.items() if k in ZARR_ENCODING_KEYS}
+    if append_to is None:  # an append writes with the store's own encoding (see arcoforge.append)
+        for name, variable in schema.variables.items():
+            requested = {k: v for k, v in (encoding or {}).get(name, {}).items() if k in CF_ENCODING_KEYS}
+            variable.encoding = store_value_encoding(name, variable.dtype, variable.encoding, requested)
     for variable in schema.variables.values():
         if variable.dtype.kind == "M" and "units" not in variable.encoding:
             # Without fixed units each chunk would pick its own epoch.
