@@ -34,6 +34,7 @@ from .chunking import (
     variable_shards,
 )
 from .errors import RecipeError
+from .features import keep_time_units, store_encoding
 from .packing import store_value_encoding
 from .rechunk import TaskGrid, group_variables, plan_task_grid
 from .schema import CF_ENCODING_KEYS, DatasetSchema, VariableSchema, schema_as_dataset
@@ -265,11 +266,15 @@ def open_store(url: str, storage_options: dict | None = None, read_only: bool = 
 
 
 def encode_variable(name: str, data: Any, variable: VariableSchema) -> xr.Variable:
-    """CF-encode decoded values of a variable with the store's encoding for it."""
-    decoded = xr.Variable(variable.dims, data, encoding=dict(variable.encoding))
+    """CF-encode decoded values of a variable with the store's encoding for it (see :mod:`arcoforge.features`)."""
+    encoding, extra_attrs = store_encoding(variable.encoding, variable.dtype)
+    decoded = xr.Variable(variable.dims, data, encoding=encoding)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=xr.SerializationWarning)
-        return xr.conventions.encode_cf_variable(decoded, name=name)
+        encoded = xr.conventions.encode_cf_variable(decoded, name=name)
+    encoded.attrs.update(extra_attrs)
+    keep_time_units(encoded.attrs, encoding)
+    return encoded
 
 
 def _sample_value(variable: VariableSchema) -> Any:
@@ -311,7 +316,7 @@ def template_dataset(
             data: Any = np.asarray(encoded.values)
         else:
             sample_shape = (1,) * len(variable.dims)
-            sample = _sample_value(variable).reshape(sample_shape) if variable.dims else _sample_value(variable)[0]
+            sample = _sample_value(variable).reshape(sample_shape)  # 0-d too: a numpy scalar would lose S/U widths
             encoded = encode_variable(name, sample, variable)
             lazy_chunks = (shards or {}).get(name) or chunks[name] or ()
             data = dask.array.zeros(variable.shape, dtype=encoded.dtype, chunks=lazy_chunks)

@@ -1,0 +1,73 @@
+"""netCDF and CF features that do not map one to one onto Zarr: how they are stored, or why they are refused.
+
+Stored (so that the store decodes as its source does, see docs/conformance.md):
+
+- **char arrays** (``char name(station, name_strlen)``): xarray decodes them to
+  fixed-width strings (``S8``); the store keeps those strings, not the
+  characters along ``name_strlen``, which is not a dimension of the dataset.
+- **missing_value different from _FillValue**: xarray masks both when it
+  reads, but refuses to encode both; the store writes missing values as
+  ``_FillValue`` and keeps ``missing_value`` as an attribute, which masks again.
+- **time units** keep their exact string (``seconds since 2020-01-01 00:00:00``),
+  where xarray would rewrite it to an equivalent one.
+
+Refused, with one line naming the file, its pattern index and the variable:
+
+- **compound** (structured) and **variable-length numeric** types: Zarr has
+  no such type that every reader understands;
+- **data only in groups** when no ``group`` was given;
+- **times that cannot be decoded**, with the units and what was expected.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from .errors import InputError, describe_input
+
+logger = logging.getLogger(__name__)
+
+
+def store_encoding(encoding: Mapping[str, Any], decoded_dtype: np.dtype) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The encoding xarray can write a variable with, and attributes to add after it has.
+
+    >>> store_encoding({"dtype": "|S1"}, np.dtype("S8"))
+    ({}, {})
+    >>> store_encoding({"_FillValue": -32768, "missing_value": -999, "dtype": "<i2"}, np.dtype("float32"))
+    ({'_FillValue': -32768, 'dtype': '<i2'}, {'missing_value': -999})
+    """
+    encoding = dict(encoding)
+    attrs: dict[str, Any] = {}
+    if encoding.get("dtype") is not None and np.dtype(encoding["dtype"]) == np.dtype("S1") \
+            and np.dtype(decoded_dtype).kind in "SU" and np.dtype(decoded_dtype).itemsize > 1:
+        del encoding["dtype"]  # a char array: the store keeps the strings it decodes to
+    fill, missing = encoding.get("_FillValue"), encoding.get("missing_value")
+    if fill is not None and missing is not None and not _same_values(fill, missing):
+        attrs["missing_value"] = encoding.pop("missing_value")
+    return encoding, attrs
+
+
+def _same_values(a: Any, b: Any) -> bool:
+    a, b = np.asarray(a), np.asarray(b)
+    return a.shape == b.shape and bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc" and b.dtype.kind in "fc"))
+
+
+def keep_time_units(encoded_attrs: dict[str, Any], encoding: Mapping[str, Any]) -> None:
+    """Put back the source's own spelling of time units where xarray wrote an equivalent one."""
+    wanted, written = encoding.get("units"), encoded_attrs.get("units")
+    if not isinstance(wanted, str) or not isinstance(written, str) or wanted == written or " since " not in wanted:
+        return
+    import cftime
+
+    calendar = str(encoding.get("calendar") or encoded_attrs.get("calendar") or "standard")
+    try:
+        same = all(cftime.num2date(n, wanted, calendar) == cftime.num2date(n, written, calendar) for n in (0, 1))
+    except (ValueError, TypeError):
+        return
+    if same:
+        encoded_attrs["units"] = wanted
