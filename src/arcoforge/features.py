@@ -33,6 +33,31 @@ from .errors import InputError, describe_input
 logger = logging.getLogger(__name__)
 
 
+def check_storable(ds: xr.Dataset, index: object) -> None:
+    """Refuse an input holding a variable of a type the store cannot hold (compound, ragged)."""
+    where = describe_input(index, ds.encoding.get("source"))
+    for name, variable in ds.variables.items():
+        dtype = variable.dtype
+        if dtype.fields is not None or dtype.kind == "V":
+            fields = ", ".join(f"{field} {dtype.fields[field][0]}" for field in dtype.fields or ())
+            raise InputError(
+                f"{where}: variable {name!r} has a compound type ({fields or dtype}), which Zarr stores cannot "
+                f"hold; expected numbers, strings or times: drop it (xarray_open_kwargs={{'drop_variables': "
+                f"[{str(name)!r}]}}) or split its fields into variables with a Preprocess"
+            )
+        if dtype.kind == "O" and variable.size and not _holds_strings_or_times(variable):
+            raise InputError(
+                f"{where}: variable {name!r} has a variable-length (ragged) numeric type, which Zarr stores "
+                f"cannot hold; expected numbers, strings or times: drop it (xarray_open_kwargs="
+                f"{{'drop_variables': [{str(name)!r}]}}) or turn it into a padded array with a Preprocess"
+            )
+
+
+def _holds_strings_or_times(variable: xr.Variable) -> bool:
+    first = np.asarray(variable[(0,) * variable.ndim].values).item() if variable.ndim else variable.values.item()
+    return first is None or isinstance(first, (str, bytes)) or hasattr(first, "calendar")
+
+
 def store_encoding(encoding: Mapping[str, Any], decoded_dtype: np.dtype) -> tuple[dict[str, Any], dict[str, Any]]:
     """The encoding xarray can write a variable with, and attributes to add after it has.
 
