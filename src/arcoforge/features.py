@@ -58,6 +58,40 @@ def _holds_strings_or_times(variable: xr.Variable) -> bool:
     return first is None or isinstance(first, (str, bytes)) or hasattr(first, "calendar")
 
 
+def data_groups(target: Any) -> list[str]:
+    """The groups of an HDF5/NetCDF-4 file (path or file object) that hold variables, outermost first."""
+    try:
+        import h5py
+
+        with h5py.File(target, "r") as file:
+            found: list[str] = []
+
+            def visit(name: str, item: Any) -> None:
+                if isinstance(item, h5py.Group) and any(isinstance(v, h5py.Dataset) for v in item.values()):
+                    found.append(name)
+
+            file.visititems(visit)
+            return found
+    except (OSError, ValueError, TypeError):  # not HDF5 (netCDF-3 has no groups)
+        return []
+    finally:
+        if hasattr(target, "seek"):
+            target.seek(0)
+
+
+def check_not_only_groups(ds: xr.Dataset, target: Any, index: object, name: str, open_kwargs: Mapping) -> None:
+    """Refuse an input whose root group is empty while its groups hold data, naming the groups."""
+    if ds.variables or "group" in open_kwargs:
+        return
+    groups = data_groups(target)
+    if groups:
+        raise InputError(
+            f"{describe_input(index, name)} has no variables in its root group; its data is in group"
+            f"{'s' if len(groups) > 1 else ''} {groups}: expected OpenWithXarray(xarray_open_kwargs="
+            f"{{'group': {groups[0]!r}}}) to bake one of them"
+        )
+
+
 def store_encoding(encoding: Mapping[str, Any], decoded_dtype: np.dtype) -> tuple[dict[str, Any], dict[str, Any]]:
     """The encoding xarray can write a variable with, and attributes to add after it has.
 

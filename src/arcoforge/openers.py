@@ -28,6 +28,7 @@ import fsspec
 import xarray as xr
 
 from .errors import InputError, RecipeError, describe_input
+from .features import check_not_only_groups
 from .patterns import FileType, add_query_string_secrets
 from .storage import (
     InputCache,
@@ -260,6 +261,7 @@ def open_with_xarray(
         else:
             target = str(source)
         ds = xr.open_dataset(target, engine=engine, chunks=None, **kwargs)
+        check_not_only_groups(ds, target, index, name, kwargs)
         if load:
             ds = ds.load()
             ds.close()
