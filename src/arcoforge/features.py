@@ -22,6 +22,7 @@ Refused, with one line naming the file, its pattern index and the variable:
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,6 +32,9 @@ import xarray as xr
 from .errors import InputError, describe_input
 
 logger = logging.getLogger(__name__)
+
+# xarray's message for time units it cannot decode (xarray.coding.times).
+_UNDECODABLE_TIME = re.compile(r"unable to decode time units '(?P<units>[^']*)' with \"calendar '(?P<calendar>[^']*)'")
 
 
 def check_storable(ds: xr.Dataset, index: object) -> None:
@@ -90,6 +94,29 @@ def check_not_only_groups(ds: xr.Dataset, target: Any, index: object, name: str,
             f"{'s' if len(groups) > 1 else ''} {groups}: expected OpenWithXarray(xarray_open_kwargs="
             f"{{'group': {groups[0]!r}}}) to bake one of them"
         )
+
+
+def explain_open_error(error: Exception, target: Any, engine: Any, open_kwargs: Mapping, index: object,
+                       name: str) -> str | None:
+    """A one-line message for an input xarray cannot decode, naming the variable; ``None`` if not known."""
+    match = _UNDECODABLE_TIME.search(str(error))
+    if not match:
+        return None
+    units, calendar = match.group("units"), match.group("calendar")
+    variables = []
+    try:
+        kwargs = {**open_kwargs, "decode_times": False}
+        with xr.open_dataset(target, engine=engine, chunks=None, **kwargs) as raw:
+            variables = [str(n) for n, v in raw.variables.items() if str(v.attrs.get("units")) == units]
+    except Exception as reopen_error:  # the message is then less precise, not wrong
+        logger.debug("could not reopen %s to find its undecodable time: %s", name, reopen_error)
+    which = f"variable {variables[0]!r}" if len(variables) == 1 else f"variables {variables}" if variables \
+        else "a variable"
+    return (
+        f"{describe_input(index, name)}: {which} has time units {units!r} (calendar {calendar!r}) that cannot be "
+        f"decoded; expected '<units> since <reference date>', or xarray_open_kwargs={{'decode_times': False}} "
+        f"to keep the raw numbers"
+    )
 
 
 def store_encoding(encoding: Mapping[str, Any], decoded_dtype: np.dtype) -> tuple[dict[str, Any], dict[str, Any]]:
