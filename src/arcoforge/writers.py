@@ -10,6 +10,7 @@ fill value its own input used.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import logging
 import math
@@ -135,7 +136,10 @@ def plan_store(
     if target_shards and zarr_format != 3:
         raise RecipeError("target_shards needs zarr_format=3: Zarr v2 has no shards")
     max_mem_bytes = parse_size(max_mem, "max_mem")
-    schema = copy.deepcopy(schema)
+    # The plan changes encodings only: copying the concat coordinates too (cftime objects) took 0.1 s a store.
+    schema = dataclasses.replace(schema, variables={
+        name: dataclasses.replace(v, attrs=copy.deepcopy(v.attrs), encoding=copy.deepcopy(v.encoding))
+        for name, v in schema.variables.items()})
     zarr_encoding: dict[str, dict[str, Any]] = {}
     for name, overrides in (encoding or {}).items():
         if name not in schema.variables:
