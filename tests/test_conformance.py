@@ -110,27 +110,29 @@ def bake_many(recipes: dict[str, beam.PTransform], num_workers: int) -> None:
 # --------------------------------------------------------------------------- comparing
 
 
+def _open_inputs(paths: Sequence[Path], file_type: str, open_kwargs: dict | None) -> list[xr.Dataset]:
+    kwargs = dict(open_kwargs or {})
+    if file_type == "hdf5":
+        kwargs.update(engine="h5netcdf", phony_dims="sort")
+    return [xr.open_dataset(path, chunks=None, **kwargs) for path in paths]
+
+
 def open_reference(paths: Sequence[Path], concat_dim: str, file_type: str = "netcdf4",
-                   open_kwargs: dict | None = None) -> xr.Dataset:
-    """What xarray itself makes of the inputs."""
-    kwargs = dict(open_kwargs or {})
-    if file_type == "hdf5":
-        kwargs.update(engine="h5netcdf", phony_dims="sort")
-    with xr.open_mfdataset([str(p) for p in paths], combine="nested", concat_dim=concat_dim,
-                           data_vars="minimal", coords="minimal", compat="override", **kwargs) as ds:
-        return ds.load()
+                   open_kwargs: dict | None = None) -> tuple[xr.Dataset, dict]:
+    """What ``xr.open_mfdataset`` makes of the inputs (its steps, without dask), and their agreed global attrs.
 
-
-def agreed_attrs(paths: Sequence[Path], file_type: str = "netcdf4", open_kwargs: dict | None = None) -> dict:
-    """Global attributes every input has, with the same value: what a store keeps."""
-    kwargs = dict(open_kwargs or {})
-    if file_type == "hdf5":
-        kwargs.update(engine="h5netcdf", phony_dims="sort")
-    sets = []
-    for path in paths:
-        with xr.open_dataset(path, **kwargs) as ds:
-            sets.append(dict(ds.attrs))
-    return {k: v for k, v in sets[0].items() if all(k in s and same(v, s[k]) for s in sets[1:])}
+    Global attributes a store keeps are those every input has with the same value.
+    """
+    inputs = _open_inputs(paths, file_type, open_kwargs)
+    try:
+        combined = xr.combine_nested(inputs, concat_dim=concat_dim, data_vars="minimal", coords="minimal",
+                                     compat="override", combine_attrs="override").load()
+        sets = [dict(ds.attrs) for ds in inputs]
+    finally:
+        for ds in inputs:
+            ds.close()
+    agreed = {k: v for k, v in sets[0].items() if all(k in other and same(v, other[k]) for other in sets[1:])}
+    return combined, agreed
 
 
 def same(a, b) -> bool:
@@ -204,7 +206,8 @@ def _as(value, dtype: np.dtype):
 
 
 def tensorstore_differences(store: Path, zarr_format: int) -> list[str]:
-    """Numeric arrays that tensorstore reads differently from zarr-python."""
+    """Numeric arrays that tensorstore reads differently from zarr-python (byte order aside: a v2 store may
+    keep a big-endian source's dtype, which tensorstore hands back in native order)."""
     import tensorstore as ts
 
     problems = []
@@ -216,7 +219,7 @@ def tensorstore_differences(store: Path, zarr_format: int) -> list[str]:
         spec = {"driver": "zarr3" if zarr_format == 3 else "zarr",
                 "kvstore": {"driver": "file", "path": str(store / name)}}
         got = ts.open(spec, read=True).result().read().result()
-        if got.dtype != expected.dtype or not same(got, expected):
+        if got.dtype.newbyteorder("=") != expected.dtype.newbyteorder("=") or not same(got, expected):
             problems.append(f"{name}: tensorstore reads {got.dtype} {got.ravel()[:4]}, zarr {expected.dtype} "
                             f"{np.asarray(expected).ravel()[:4]}")
     return problems
@@ -225,8 +228,8 @@ def tensorstore_differences(store: Path, zarr_format: int) -> list[str]:
 def check_equal(store: Path, paths: Sequence[Path], concat_dim: str, zarr_format: int, file_type: str = "netcdf4",
                 open_kwargs: dict | None = None) -> dict[str, str]:
     """Assert the store equals open_mfdataset of ``paths``; return the decoded dtype of every variable."""
-    reference = open_reference(paths, concat_dim, file_type, open_kwargs)
-    with xr.open_zarr(store, consolidated=True) as opened:
+    reference, expected_attrs = open_reference(paths, concat_dim, file_type, open_kwargs)
+    with xr.open_zarr(store, consolidated=True, chunks=None) as opened:
         result = opened.load()
     problems = []
     if set(result.variables) != set(reference.variables):
@@ -245,7 +248,6 @@ def check_equal(store: Path, paths: Sequence[Path], concat_dim: str, zarr_format
         if set(ref.attrs) != set(got.attrs) or not all(same(ref.attrs[k], got.attrs[k]) for k in ref.attrs):
             problems.append(f"{name}: attrs {got.attrs}, expected {ref.attrs}")
         problems += encoding_differences(name, ref, got)
-    expected_attrs = agreed_attrs(paths, file_type, open_kwargs)
     kept = {k: v for k, v in result.attrs.items() if not k.startswith("arcoforge_")}
     if set(kept) != set(expected_attrs) or not all(same(v, kept[k]) for k, v in expected_attrs.items()):
         problems.append(f"global attrs {kept}, expected {expected_attrs}")
@@ -326,3 +328,89 @@ def test_case_stops_with_one_line(corpus, tmp_path, name, num_workers):
     assert "\n" not in message, f"not one line: {message!r}"
     assert re.search(case.error, message), f"{message!r} does not match {case.error!r}"
     assert not (target / f"{name}.zarr").exists(), "a failed bake left a store behind"
+
+
+# --------------------------------------------------------------------------- real sample archives
+
+
+def sample_series(cmip6_root: Path, iris_root: Path) -> dict[str, tuple[list[Path], str]]:
+    """Every series of esmvaltool-sample-data (a folder of files along time) and every NetCDF file of
+    iris-sample-data (the NEMO months as one series; other files alone, along their unlimited dimension)."""
+    import netCDF4
+
+    series: dict[str, tuple[list[Path], str]] = {}
+    for folder in sorted({path.parent for path in cmip6_root.rglob("*.nc")}):
+        name = "cmip6-" + "-".join(folder.relative_to(cmip6_root).parts[2:7])  # model, experiment, run, table, var
+        series[name] = (sorted(folder.glob("*.nc")), "time")
+    nemo = sorted((iris_root / "NEMO").glob("*.nc"))
+    series["iris-NEMO"] = (nemo, "time_counter")
+    for path in sorted(iris_root.glob("*.nc")):
+        with netCDF4.Dataset(path) as nc:
+            unlimited = [d for d, dim in nc.dimensions.items() if dim.isunlimited()]
+            concat_dim = unlimited[0] if unlimited else next(iter(nc.dimensions))
+        series[f"iris-{path.stem}"] = ([path], concat_dim)
+    return series
+
+
+@pytest.fixture(scope="module")
+def samples(cmip6_sample_dir) -> dict[str, tuple[list[Path], str]]:
+    iris = pytest.importorskip("iris_sample_data", reason="pip install 'arcoforge[test]'")
+    return sample_series(cmip6_sample_dir, Path(iris.__file__).parent / "sample_data")
+
+
+def bake_directly(paths: Sequence[Path], concat_dim: str, url: str, zarr_format: int) -> None:
+    """StoreToZarr's steps, in its order, called as the plain functions they are, without Beam.
+
+    ~90 stores through Beam cost ~0.5-1 s each in pipeline overhead; the Beam wiring of the same
+    functions is what the corpus tests above exercise.
+    """
+    from arcoforge.features import check_storable
+    from arcoforge.input_checks import check_inputs, drop_large_attrs
+    from arcoforge.openers import open_with_xarray, prepare_input
+    from arcoforge.patterns import nitems_per_file
+    from arcoforge.schema import combine_schemas, input_schema
+    from arcoforge.state import StoreState
+    from arcoforge.transforms import _pieces, _write_task
+    from arcoforge.writers import (consolidate_dimension_coordinates, consolidate_metadata, plan_store,
+                                   template_dataset, write_template)
+
+    pattern = af.pattern_from_file_sequence([str(p) for p in paths], concat_dim)
+    dims = pattern.combine_dim_keys
+    inputs = [(index, open_with_xarray(prepare_input(u, index), file_type=pattern.file_type, index=index))
+              for index, u in pattern.items()]
+    schemas = []
+    for index, ds in inputs:
+        check_storable(ds, index)
+        schemas.append(drop_large_attrs(input_schema(ds, index, [concat_dim])))
+    check_inputs(schemas, dims, {})
+    plan = plan_store(combine_schemas(schemas, dims, nitems_per_file(dims)), url, zarr_format=zarr_format)
+    state = StoreState(url)
+    template = template_dataset(plan.schema, plan.chunks, plan.attrs, plan.zarr_encoding, zarr_format, plan.shards)
+    state.start("direct", {}, write_template(url, template, zarr_format))
+    tasks: dict = {}
+    for element in inputs:
+        for key, piece in _pieces(element, plan):
+            tasks.setdefault(key, []).append(piece)
+    for key, pieces in tasks.items():
+        _write_task((key, pieces), plan, url, None)
+    state.publish_root(zarr_format)
+    consolidate_dimension_coordinates(url)
+    consolidate_metadata(url)
+    for _, ds in inputs:
+        ds.close()
+
+
+def test_sample_archives_bake_equal(samples, tmp_path):
+    """Every sample series (one store each, Zarr v3; a few in v2 too), each equal to its inputs."""
+    assert len(samples) >= 85, f"only {len(samples)} sample series found"
+    problems = []
+    v2 = {"iris-NEMO", "iris-vlstr_type", "iris-space_weather", next(iter(samples))}
+    for name, (paths, dim) in samples.items():
+        for zarr_format in (3, 2) if name in v2 else (3,):
+            store = tmp_path / f"{name}-v{zarr_format}.zarr"
+            try:
+                bake_directly(paths, dim, str(store), zarr_format)
+                check_equal(store, paths, dim, zarr_format)
+            except Exception as error:  # every series is reported, not only the first
+                problems.append(f"{name} (zarr v{zarr_format}): {type(error).__name__}: {error}")
+    assert not problems, f"{len(problems)} of {len(samples)} sample series differ:\n" + "\n".join(problems)
