@@ -304,3 +304,78 @@ def test_dtype_chosen_by_the_recipe_and_large_attribute_dropped_in_a_bake(tmp_pa
     with xr.open_zarr(store) as ds:
         assert ds["v"].dtype == np.float64 and ds.attrs["title"] == "t" and "history" not in ds.attrs
         np.testing.assert_array_equal(ds["v"].values, np.concatenate([np.arange(3.0), np.arange(3.0)]).reshape(2, 3))
+
+
+# --------------------------------------------------------------------------- 4. encodings
+
+
+def _codecs_in_metadata(store: Path, name: str, zarr_format: int) -> list[dict]:
+    import json
+
+    if zarr_format == 2:
+        return [json.loads((store / name / ".zarray").read_text())["compressor"]]
+    return json.loads((store / name / "zarr.json").read_text())["codecs"]
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_a_numcodecs_compressor_is_honoured(tmp_path, zarr_format):
+    import numcodecs
+
+    paths = write_series(tmp_path / "in", [[0], [1]])
+    store = bake(paths, tmp_path, "zstd.zarr", zarr_format, encoding={"v": {"compressor": numcodecs.Zstd(3)}})
+    codecs = _codecs_in_metadata(store, "v", zarr_format)
+    if zarr_format == 2:
+        assert codecs[0]["id"] == "zstd" and codecs[0]["level"] == 3
+    else:
+        assert {"name": "zstd", "configuration": {"level": 3, "checksum": False}} in codecs
+    with xr.open_zarr(store) as ds:
+        np.testing.assert_array_equal(ds["v"].values, reference(paths)["v"].values)
+
+
+def test_numcodecs_compressors_map_to_zarr_v3_codecs_and_back():
+    import numcodecs
+    from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
+
+    from arcoforge.zarr_encoding import zarr_array_encoding
+
+    v3 = zarr_array_encoding("v", {"compressors": [numcodecs.Blosc("zstd", 2, numcodecs.Blosc.BITSHUFFLE),
+                                                   numcodecs.GZip(4)]}, 3)["compressors"]
+    assert v3 == (BloscCodec(cname="zstd", clevel=2, shuffle="bitshuffle"), GzipCodec(level=4))
+    v2 = zarr_array_encoding("v", {"compressor": ZstdCodec(level=5)}, 2)
+    assert v2 == {"compressors": (numcodecs.Zstd(level=5),)}
+    assert zarr_array_encoding("v", {"compressor": None}, 2) == {"compressors": None}
+
+
+@pytest.mark.parametrize("encoding, zarr_format, message", [
+    ({"v": {"chunks": 3}}, 3, r"encoding\['v'\] has keys \['chunks'\] that are not understood \(set chunks with "
+                              r"target_chunks\)"),
+    ({"v": {"compresor": None}}, 2, r"encoding\['v'\] has keys \['compresor'\] that are not understood; expected"),
+    ({"v": {"compressor": "zstd"}}, 3, r"encoding\['v'\]: compressor 'zstd' cannot be written to a Zarr v3 store"),
+    ({"v": {"shards": (2,)}}, 2, r"encoding\['v'\] has \['shards'\], which only Zarr v3 stores have"),
+])
+def test_bad_encodings_are_refused_when_the_transform_is_built(encoding, zarr_format, message):
+    from arcoforge.errors import RecipeError
+
+    with pytest.raises(RecipeError, match=message) as error:
+        af.StoreToZarr(combine_dims=[], store_name="x.zarr", encoding=encoding, zarr_format=zarr_format)
+    assert "\n" not in str(error.value)
+
+
+def test_a_numcodecs_compressor_without_v3_twin_is_refused():
+    import numcodecs
+
+    from arcoforge.errors import RecipeError
+    from arcoforge.zarr_encoding import zarr_array_encoding
+
+    with pytest.raises(RecipeError, match=r"compressor Zlib\(level=1\) cannot be written to a Zarr v3 store"):
+        zarr_array_encoding("v", {"compressors": (numcodecs.Zlib(1),)}, 3)
+
+
+def test_combine_dims_given_as_names_is_refused_when_the_transform_is_built():
+    from arcoforge.errors import RecipeError
+
+    with pytest.raises(RecipeError, match=r"StoreToZarr\('x.zarr'\): combine_dims must be pattern.combine_dim_keys "
+                                          r"\(Dimension objects\), got 'time' of type str"):
+        af.StoreToZarr(combine_dims=["time"], store_name="x.zarr")
+    pattern = af.pattern_from_file_sequence(["a.nc"], "time", nitems_per_file=2)
+    assert af.StoreToZarr(combine_dims=pattern.combine_dim_keys, store_name="x.zarr").combine_dims[0].nitems_per_file == 2

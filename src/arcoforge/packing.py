@@ -49,13 +49,15 @@ def resolve_unsigned(encoding: Mapping[str, Any]) -> dict[str, Any]:
     wanted = {"true": "u", "false": "i"}.get(str(flag).strip().lower())
     if stored.kind not in "iu" or wanted is None or stored.kind == wanted:
         return encoding
-    target = np.dtype(f"{stored.byteorder if stored.byteorder != '=' else '<'}{wanted}{stored.itemsize}")
+    target = np.dtype(f"{wanted}{stored.itemsize}").newbyteorder(stored.byteorder)
     encoding["dtype"] = target.str
     for key in ("_FillValue", "missing_value"):
-        if key in encoding and encoding[key] is not None:
+        value = np.asarray(encoding.get(key))
+        # Only integer fill values are reinterpreted (a NaN fill on an integer variable is left as it is).
+        if key in encoding and value.dtype.kind in "iu":
             try:
-                encoding[key] = np.asarray(encoding[key]).astype(stored).view(target)[()]
-            except (TypeError, ValueError):  # a NaN fill on an integer variable: left as it is
+                encoding[key] = value.astype(stored).view(target)[()]
+            except (OverflowError, TypeError, ValueError):
                 pass
     return encoding
 

@@ -41,6 +41,7 @@ from .skipping import (
 )
 from .storage import InputCache, RetryPolicy, concurrency_slots, public_name, redact, register_secrets, secret_values
 from .patterns import Dimension, FileType, Index, check_combine_dims, nitems_per_file
+from .zarr_encoding import check_encoding
 from .input_checks import DEFAULT_MAX_ATTR_BYTES, check_inputs, drop_large_attrs
 from .chunking import parse_size
 from .progress import record_event
@@ -367,6 +368,7 @@ class StoreToZarr(beam.PTransform):
 
     def __post_init__(self) -> None:
         self.combine_dims = check_combine_dims(self.combine_dims, f"StoreToZarr({self.store_name!r})")
+        check_encoding(self.encoding, self.zarr_format)  # bad keys or codecs fail now, not mid-pipeline
 
     def _url(self) -> str:
         root = self.target_root or runtime_defaults().target_root
@@ -413,10 +415,11 @@ class StoreToZarr(beam.PTransform):
         nitems, recipe_encoding = nitems_per_file(combine_dims), dict(self.encoding)
 
         def _make_plan(input_schemas: list, state: StoreState) -> StorePlan:
-            check_inputs(input_schemas, combine_dims, recipe_encoding)
             existing = read_existing(url, append_dim, storage_options) if append_dim else None
+            # An append checks only its new inputs here; extend_schema checks that they continue the store.
+            fresh = inputs_to_append(input_schemas, existing) if existing is not None else input_schemas
+            check_inputs(fresh, combine_dims, recipe_encoding)
             if existing is not None:
-                fresh = inputs_to_append(input_schemas, existing)
                 if not fresh:
                     logger.info("nothing to append to %s: it holds all %d inputs", url, len(input_schemas))
                     schema = combine_schemas(input_schemas, combine_dims, nitems)

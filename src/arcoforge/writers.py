@@ -37,8 +37,9 @@ from .chunking import (
 from .errors import RecipeError
 from .features import keep_time_units, store_encoding
 from .packing import store_value_encoding
+from .zarr_encoding import ZARR_ENCODING_KEYS, split_encoding
 from .rechunk import TaskGrid, group_variables, plan_task_grid
-from .schema import CF_ENCODING_KEYS, DatasetSchema, VariableSchema, schema_as_dataset
+from .schema import DatasetSchema, VariableSchema, schema_as_dataset
 
 if TYPE_CHECKING:
     from .append import ExistingStore
@@ -62,8 +63,6 @@ def default_compressors(zarr_format: int) -> tuple:
     return (BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),)
 
 
-# Encoding keys that choose how Zarr stores an array rather than what values mean.
-ZARR_ENCODING_KEYS = ("compressors", "compressor", "filters", "serializer", "shards", "object_codec")
 
 
 DEFAULT_MAX_MEM = "1GB"
@@ -126,7 +125,8 @@ def plan_store(
 
     ``encoding`` maps variable names to CF keys (``units``, ``calendar``,
     ``dtype``, ``_FillValue``, ``scale_factor``, ``add_offset``) and Zarr keys
-    (``compressors``, ``filters``, ``serializer``). ``max_mem`` bounds the array
+    (``compressors`` or ``compressor``, ``filters``, ``serializer``; see
+    :mod:`arcoforge.zarr_encoding`). ``max_mem`` bounds the array
     data one worker holds while writing (see :mod:`arcoforge.rechunk`). With
     ``append_to`` (the store being extended, see :mod:`arcoforge.append`) the
     store's own chunks and shards are kept and tasks cover only the new region.
@@ -140,25 +140,11 @@ def plan_store(
     schema = dataclasses.replace(schema, variables={
         name: dataclasses.replace(v, attrs=copy.deepcopy(v.attrs), encoding=copy.deepcopy(v.encoding))
         for name, v in schema.variables.items()})
-    zarr_encoding: dict[str, dict[str, Any]] = {}
-    for name, overrides in (encoding or {}).items():
-        if name not in schema.variables:
-            raise RecipeError(
-                f"encoding names variable {name!r}, which the dataset does not have; "
-                f"its variables are {sorted(schema.variables)}"
-            )
-        unknown = set(overrides) - set(CF_ENCODING_KEYS) - set(ZARR_ENCODING_KEYS)
-        if unknown:
-            hint = " (set chunks with target_chunks)" if "chunks" in unknown else ""
-            raise RecipeError(
-                f"encoding[{name!r}] has keys {sorted(unknown)} that are not understood{hint}; "
-                f"expected some of {sorted(CF_ENCODING_KEYS + ZARR_ENCODING_KEYS)}"
-            )
-        zarr_encoding[name] = {k: v for k, v in overrides.items() if k in ZARR_ENCODING_KEYS}
+    cf_overrides, zarr_encoding = split_encoding(encoding, schema.variables, zarr_format)
     if append_to is None:  # an append writes with the store's own encoding (see arcoforge.append)
         for name, variable in schema.variables.items():
-            requested = {k: v for k, v in (encoding or {}).get(name, {}).items() if k in CF_ENCODING_KEYS}
-            variable.encoding = store_value_encoding(name, variable.dtype, variable.encoding, requested)
+            variable.encoding = store_value_encoding(name, variable.dtype, variable.encoding,
+                                                     cf_overrides.get(name))
     for variable in schema.variables.values():
         if variable.dtype.kind == "M" and "units" not in variable.encoding:
             # Without fixed units each chunk would pick its own epoch.
