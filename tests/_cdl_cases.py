@@ -462,7 +462,8 @@ CASES: list[Case] = [
     Case("vlen_strings", "variable-length strings", _vlen_strings),
     Case("missing_bounds", "bounds naming a variable that does not exist", _missing_bounds),
     Case("group_only", "data only in an HDF5 group, no group= given", lambda i: _group_file(i, "a"),
-         expect="error", error=r"group_only_(\d)\.nc.*pattern index Index\(time=\1\).*no variables in its root group.*\['a'\].*'group': 'a'"),
+         expect="error", error=r"group_only_(\d)\.nc.*pattern index Index\(time=\1\).*no variables in its root group"
+                               r".*\['a'\].*'group': 'a'"),
     Case("group_selected", "data in an HDF5 group, group= given", lambda i: _group_file(i, "a"),
          open_kwargs={"group": "a"}),
     Case("nested_group", "data in a nested HDF5 group, group= given", lambda i: _group_file(i, "a/b"),
@@ -476,7 +477,8 @@ CASES: list[Case] = [
     Case("cdf5", "CDF5 (64-bit data): int64, uint64, unsigned", writer=_write_cdf5, file_type="netcdf3"),
     Case("time_no_units", "time with no units", _time_without_units),
     Case("undecodable_time", "a time that cannot be decoded", _undecodable_time, expect="error",
-         error=r"undecodable_time_(\d)\.nc.*pattern index Index\(time=\1\).*variable 'time'.*'days since the flood'.*expected"),
+         error=r"undecodable_time_(\d)\.nc.*pattern index Index\(time=\1\).*variable 'time'"
+               r".*'days since the flood'.*expected"),
     Case("nemo", "real time in another variable (NEMO time_counter/time_centered)", _nemo,
          concat_dim="time_counter"),
     Case("cal_360_day", "360_day calendar", _calendar("360_day")),

@@ -159,8 +159,8 @@ def _calendar(value) -> str | None:
 def stored_unpacked(ref: xr.Variable, got: xr.Variable) -> bool:
     """A pack decoding to float32 (or another non-float64 type) is stored as its decoded values (documented)."""
     packed = any(key in ref.encoding for key in ("scale_factor", "add_offset"))
-    return packed and ref.dtype != np.float64 and not any(key in got.encoding for key in ("scale_factor", "add_offset")) \
-        and np.dtype(got.encoding.get("dtype")) == got.dtype
+    kept = any(key in got.encoding for key in ("scale_factor", "add_offset"))
+    return packed and ref.dtype != np.float64 and not kept and np.dtype(got.encoding.get("dtype")) == got.dtype
 
 
 def encoding_differences(name: str, ref: xr.Variable, got: xr.Variable) -> list[str]:
@@ -233,7 +233,8 @@ def check_equal(store: Path, paths: Sequence[Path], concat_dim: str, zarr_format
         result = opened.load()
     problems = []
     if set(result.variables) != set(reference.variables):
-        problems.append(f"variables {sorted(map(str, result.variables))}, expected {sorted(map(str, reference.variables))}")
+        problems.append(f"variables {sorted(map(str, result.variables))}, "
+                        f"expected {sorted(map(str, reference.variables))}")
     if set(result.coords) != set(reference.coords):
         problems.append(f"coordinates {sorted(map(str, result.coords))}, expected {sorted(map(str, reference.coords))}")
     for name in sorted(set(map(str, reference.variables)) & set(map(str, result.variables))):
