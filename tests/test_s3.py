@@ -16,7 +16,7 @@ import arcoforge as af
 from arcoforge import stac
 from arcoforge.openers import prepare_input
 from arcoforge.skipping import read_skipped_inputs
-from arcoforge.storage import RetryPolicy
+from arcoforge.io import RetryPolicy
 from arcoforge.writers import open_store
 
 

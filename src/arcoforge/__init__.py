@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from .patterns import (CombineOp, ConcatDim, Dimension, FilePattern, FileType, Index, MergeDim, Position,
                            pattern_from_file_sequence)
     from .runners import run_local, use_runtime_defaults
-    from .storage import InputCache, RetryPolicy
+    from .io import InputCache, RetryPolicy
     from .transforms import (ConsolidateDimensionCoordinates, ConsolidateMetadata, OpenURLWithFSSpec,
                              OpenWithXarray, Preprocess, StoreToZarr, WriteSTAC)
 
@@ -48,8 +48,8 @@ _PUBLIC = {
     "InfrastructureError": "errors",
     "InputError": "errors",
     "LeaseError": "lease",
-    "InputCache": "storage",
-    "RetryPolicy": "storage",
+    "InputCache": "io",
+    "RetryPolicy": "io",
     "RecipeError": "errors",
     "SchemaError": "errors",
     "CombineOp": "patterns",

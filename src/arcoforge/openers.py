@@ -30,14 +30,15 @@ import xarray as xr
 from .errors import InputError, RecipeError, describe_input
 from .features import check_not_only_groups, explain_open_error
 from .patterns import FileType, add_query_string_secrets
-from .storage import (
+from .io import (
     InputCache,
     RemoteInput,
     RetryPolicy,
+    check_file_signature,
     infer_compression,
     merge_options,
     options_for,
-    public_name,
+    public_url as public_name,
     redact,
     register_secrets,
     secret_values,
@@ -87,9 +88,6 @@ def choose_engine(file_type: FileType, source: "Source") -> str | None:
     if isinstance(source, str):
         return LOCAL_ENGINES.get(file_type)
     return ENGINES.get(file_type)
-
-# Leading bytes of the formats we read, to tell a real input from an HTML error page.
-_MAGIC = (b"CDF\x01", b"CDF\x02", b"CDF\x05", b"\x89HDF\r\n\x1a\n")
 
 
 def local_path(url: str) -> str | None:
@@ -214,17 +212,6 @@ def _copy_to_local(source: "fsspec.core.OpenFile | RemoteInput") -> str:
     return path
 
 
-def _check_magic(file_obj: Any, name: str, index: object) -> None:
-    """Fail early, with the URL, when a remote body is not NetCDF or HDF5."""
-    start = file_obj.read(8)
-    file_obj.seek(0)
-    if not any(start.startswith(magic) for magic in _MAGIC):
-        raise InputError(
-            f"{describe_input(index, name)} is not a NetCDF or HDF5 file "
-            f"(it starts with {start!r}); expected a NetCDF3 or HDF5 signature"
-        )
-
-
 def open_with_xarray(
     source: Source,
     file_type: FileType | str = FileType.unknown,
@@ -257,7 +244,7 @@ def open_with_xarray(
             else:
                 target = source.open()
                 if file_type in (FileType.netcdf4, FileType.netcdf3, FileType.hdf5, FileType.unknown):
-                    _check_magic(target, name, index)
+                    check_file_signature(target, name, index, file_type)
         else:
             target = str(source)
         ds = xr.open_dataset(target, engine=engine, chunks=None, **kwargs)

@@ -78,7 +78,7 @@ def public_storage_options(storage_options: Mapping[str, Any] | None) -> dict[st
     ...                         "client_kwargs": {"endpoint_url": "http://h:9000", "aws_session_token": "t"}})
     {'anon': False, 'client_kwargs': {'endpoint_url': 'http://h:9000'}}
     """
-    from .redaction import public_options
+    from .io.redaction import public_options
 
     return public_options(storage_options)
 
@@ -89,7 +89,7 @@ def public_url(url: str) -> str:
     >>> public_url("https://user:pw@host.org/x.zarr?sig=abc&version=2")
     'https://host.org/x.zarr#q2e0c93214c'
     """
-    from .redaction import public_url as public
+    from .io.redaction import public_url as public
 
     return public(url)
 
@@ -976,7 +976,7 @@ def _join(root: str | os.PathLike, *parts: str) -> str:
 
 def _json_filesystem(path: str, storage_options: Mapping[str, Any] | None) -> tuple[Any, str]:
     """The filesystem and path of a STAC document; options apply to remote URLs only."""
-    from .storage import filesystem, options_for
+    from .io.filesystems import filesystem, options_for
 
     return filesystem(str(path), options_for(str(path), storage_options))
 

@@ -39,7 +39,7 @@ from .skipping import (
     report_skipped,
     skipped_inputs_attrs,
 )
-from .storage import InputCache, RetryPolicy, concurrency_slots, with_deadline, public_name, redact, register_secrets, secret_values
+from .io import InputCache, RetryPolicy, concurrency_slots, with_deadline, public_url as public_name, redact, register_secrets, secret_values
 from .patterns import Dimension, FileType, Index, check_combine_dims, nitems_per_file
 from .zarr_encoding import check_encoding
 from .input_checks import DEFAULT_MAX_ATTR_BYTES, check_inputs, drop_large_attrs

@@ -249,7 +249,7 @@ def open_store(url: str, storage_options: dict | None = None, read_only: bool = 
     ``anon``, ``profile``, ...), flat or keyed by protocol; local paths take none.
     Their secrets are kept out of this process's logs.
     """
-    from .storage import options_for, register_secrets, secret_values
+    from .io import options_for, register_secrets, secret_values
 
     if "://" not in url or url.startswith("file://"):
         path = url[len("file://"):] if url.startswith("file://") else url
