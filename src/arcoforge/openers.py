@@ -5,11 +5,11 @@ fastest that way); local NetCDF-4 files open with netCDF-C and have their
 deflated chunks inflated by libdeflate (:mod:`arcoforge.hdf5_chunks`).
 :func:`prepare_input` turns any other URL (HTTP, S3, a compressed file) into
 a source that is fetched once into a verified cache, with retries (see
-:mod:`arcoforge.storage`):
+:mod:`arcoforge.io`):
 
 - a :class:`CachedPath` when the cache is a folder every worker sees (a local
   run, or a shared mount): opened by path, like a local file;
-- a :class:`~arcoforge.storage.RemoteInput` otherwise: opened through a file
+- a :class:`~arcoforge.io.RemoteInput` otherwise: opened through a file
   object that pickles small and reopens wherever a worker needs it, from that
   machine's cache (fetching again if it lacks the input) or from the network.
 
@@ -120,7 +120,7 @@ def open_url(url: str, open_kwargs: dict | None = None) -> Source:
 def resolve_cache(cache: "str | InputCache | bool | None", storage_options: dict | None = None) -> InputCache | None:
     """The cache a ``cache=`` argument stands for.
 
-    ``None``: this machine's default folder (see :func:`~arcoforge.storage.default_cache_root`),
+    ``None``: this machine's default folder (see :func:`~arcoforge.io.default_cache_root`),
     whose inputs are reopened through file objects that fetch again on other
     machines; ``False``: no cache (remote inputs are read over the network while
     they are used); a path or URL: a cache that every worker sees (remote URLs

@@ -120,13 +120,13 @@ class OpenURLWithFSSpec(beam.PTransform):
     Defaults not given here come from the runner (``arcoforge bake`` options).
 
     ``cache``: a folder (path or URL) every worker can read, an
-    :class:`~arcoforge.storage.InputCache`, ``None`` for the runner's
+    :class:`~arcoforge.io.InputCache`, ``None`` for the runner's
     ``--cache-root`` or else a folder of this machine's own, or ``False`` to read
     remote inputs over the network while they are used. ``secrets`` are added to
     each URL's query string; ``open_kwargs`` (a pattern's ``fsspec_open_kwargs``)
     are filesystem options and ``compression``. ``max_concurrency`` caps the inputs
     fetched at once, over all workers. ``retries`` is a number of tries or a
-    :class:`~arcoforge.storage.RetryPolicy`. ``on_error="skip"`` goes on without
+    :class:`~arcoforge.io.RetryPolicy`. ``on_error="skip"`` goes on without
     inputs that fail (see :mod:`arcoforge.skipping`).
     """
 
