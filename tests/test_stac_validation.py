@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from arcoforge import stac, stac_validation
+from arcoforge import stac
+from arcoforge.stac import validation as stac_validation
 from arcoforge.cli import EXIT_INPUT, EXIT_OK, main
 
 REPO = Path(__file__).parents[1]

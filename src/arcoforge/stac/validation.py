@@ -20,6 +20,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .catalog_io import read_json, resolve_href
+
 SCHEMAS_ENV = "ARCOFORGE_STAC_SCHEMAS"
 _CORE_SCHEMAS = {
     "Catalog": "catalog-spec/json-schema/catalog.json",
@@ -182,10 +184,8 @@ def validate_stac(
 def validate_stac_file(path: str | os.PathLike, schemas_dir: str | os.PathLike | None = None,
                        storage_options: Mapping[str, Any] | None = None) -> list[str]:
     """Validate the STAC document at ``path`` (local or fsspec URL); returns error messages."""
-    from .stac import _read_json
-
     try:
-        document = _read_json(str(path), storage_options)
+        document = read_json(str(path), storage_options)
     except ValueError as error:
         return [str(error)]
     if document is None:
@@ -196,7 +196,6 @@ def validate_stac_file(path: str | os.PathLike, schemas_dir: str | os.PathLike |
 def validate_stac_tree(catalog_path: str | os.PathLike, schemas_dir: str | os.PathLike | None = None,
                        storage_options: Mapping[str, Any] | None = None) -> list[str]:
     """Validate a catalog and every document its ``child`` and ``item`` links lead to."""
-    from .stac import _read_json, _resolve_href
 
     errors: list[str] = []
     seen: set[str] = set()
@@ -208,22 +207,20 @@ def validate_stac_tree(catalog_path: str | os.PathLike, schemas_dir: str | os.Pa
         seen.add(path)
         errors.extend(validate_stac_file(path, schemas_dir, storage_options))
         try:
-            document = _read_json(path, storage_options) or {}
+            document = read_json(path, storage_options) or {}
         except ValueError:
             continue  # reported by validate_stac_file
         for link in document.get("links", []):
             if isinstance(link, dict) and link.get("rel") in ("child", "item") and isinstance(link.get("href"), str):
-                pending.append(_resolve_href(link["href"], path))
+                pending.append(resolve_href(link["href"], path))
     return errors
 
 
 def validate_stac_path(path: str | os.PathLike, schemas_dir: str | os.PathLike | None = None,
                        storage_options: Mapping[str, Any] | None = None) -> list[str]:
     """Validate a document; a Catalog together with every document it links to (``arcoforge stac validate``)."""
-    from .stac import _read_json
-
     try:
-        document = _read_json(str(path), storage_options) or {}
+        document = read_json(str(path), storage_options) or {}
     except ValueError:
         document = {}
     if document.get("type") == "Catalog":
