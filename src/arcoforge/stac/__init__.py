@@ -67,6 +67,7 @@ from .publish import write_collection, write_store_collection
 from .quicklook import QUICKLOOK_NAME, main_variable, write_quicklook
 from .validation import (
     SCHEMAS_ENV,
+    OfflineSTACValidator,
     default_schemas_dir,
     packaged_schemas_dir,
     schema_urls,
@@ -111,6 +112,7 @@ __all__ = [
     "resolve_href",
     "open_dataset_from_collection",
     # validation
+    "OfflineSTACValidator",
     "validate_stac",
     "validate_stac_file",
     "validate_stac_tree",
