@@ -7,7 +7,10 @@ import copy
 import fnmatch
 import json
 import re
+import os
 import socket
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -184,6 +187,7 @@ def test_pystac_objects_validate_offline_with_the_packaged_schemas(collection_pa
     import pystac
 
     validator = stac.OfflineSTACValidator()
+    assert isinstance(validator, pystac.validation.STACValidator)
     collection = pystac.Collection.from_file(str(collection_path))
     assert collection.validate(validator=validator) == [
         "https://schemas.stacspec.org/v1.1.0/collection-spec/json-schema/collection.json",
@@ -204,3 +208,12 @@ def test_pystac_objects_validate_offline_with_the_packaged_schemas(collection_pa
     with pytest.raises(pystac.STACValidationError, match="schema https://stac-extensions.github.io/nope/v1.0.0/"
                                                          "schema.json is not in"):
         collection.validate(validator=validator)
+
+
+def test_importing_the_stac_package_leaves_jsonschema_to_validation():
+    """jsonschema (~0.1 s) is imported when a document is validated, not with every recipe's imports."""
+    code = "import sys, arcoforge.stac; print(sorted(m for m in ('jsonschema', 'pystac.validation') if m in sys.modules))"
+    tested = Path(stac.__file__).parents[2]  # the arcoforge under test, installed or from the tree
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            env={**os.environ, "PYTHONPATH": str(tested)})
+    assert result.stdout.strip() == "[]"

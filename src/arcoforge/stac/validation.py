@@ -25,9 +25,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pystac import STACValidationError
-from pystac.validation import STACValidator
-
 from .catalog_io import read_json, resolve_href
 
 SCHEMAS_ENV = "ARCOFORGE_STAC_SCHEMAS"
@@ -144,7 +141,7 @@ def _error_message(name: str, error: Any, schema_url: str, prefix: str = "") -> 
     return f"{name}: field {where}: {leaf.message} [schema {schema_url}]"
 
 
-class OfflineSTACValidator(STACValidator):
+class OfflineSTACValidator:
     """A pystac validator that checks against a local schema folder and never touches the network.
 
     ``collection.validate(validator=OfflineSTACValidator())`` validates a pystac
@@ -154,10 +151,15 @@ class OfflineSTACValidator(STACValidator):
     list. :meth:`errors` is the same check returning every error at once, as
     :func:`validate_stac` does. pystac's own ``JsonSchemaSTACValidator`` cannot
     be given a schema registry (pystac 1.15) and fetches what it does not bundle,
-    hence this class on the ``STACValidator`` interface.
+    hence this class. It implements pystac's ``STACValidator`` interface and is
+    registered as one when first built: subclassing it would import jsonschema
+    with ``arcoforge.stac``, which every recipe imports, for a check run once per bake.
     """
 
     def __init__(self, schemas_dir: str | os.PathLike | None = None) -> None:
+        from pystac.validation import STACValidator
+
+        STACValidator.register(OfflineSTACValidator)
         self.folder = _resolve_schemas_dir(schemas_dir)
         self.registry = _schema_registry(str(self.folder))
 
@@ -221,8 +223,20 @@ class OfflineSTACValidator(STACValidator):
             for fields_url, fields, asset, prefix in self._zarr_asset_checks(stac_dict):
                 errors.extend(self._check(fields_url, fields, asset, name, prefix))
         if errors:
+            from pystac import STACValidationError
+
             raise STACValidationError("\n".join(errors), source=errors)
         return url
+
+    def validate(self, stac_dict: dict[str, Any], stac_object_type: Any, stac_version: str,
+                 extensions: list[str], href: str | None = None) -> list[str]:
+        """pystac's entry point: the core schema, then each extension; returns the schema URLs checked."""
+        document = json.loads(json.dumps(stac_dict))  # tuples become lists, as the schemas expect
+        core = self.validate_core(document, stac_object_type, stac_version, href)
+        checked = [core] if core is not None else []
+        for extension in extensions:
+            checked.append(self.validate_extension(document, stac_object_type, stac_version, extension, href))
+        return checked
 
     def validate_core(self, stac_dict: dict[str, Any], stac_object_type: Any, stac_version: str,
                       href: str | None = None) -> str | None:
