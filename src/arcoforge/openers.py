@@ -28,6 +28,7 @@ import fsspec
 import xarray as xr
 
 from .errors import InputError, RecipeError, describe_input
+from .features import check_not_only_groups, explain_open_error
 from .patterns import FileType, add_query_string_secrets
 from .storage import (
     InputCache,
@@ -260,6 +261,7 @@ def open_with_xarray(
         else:
             target = str(source)
         ds = xr.open_dataset(target, engine=engine, chunks=None, **kwargs)
+        check_not_only_groups(ds, target, index, name, kwargs)
         if load:
             ds = ds.load()
             ds.close()
@@ -268,6 +270,9 @@ def open_with_xarray(
     except FileNotFoundError as error:
         raise InputError(redact(f"{describe_input(index, name)} does not exist: {error}")) from error
     except Exception as error:  # the netCDF/HDF5 stacks raise many kinds of errors
+        explained = explain_open_error(error, target, engine, kwargs, index, name)
+        if explained:
+            raise InputError(redact(explained)) from error
         raise InputError(redact(
             f"cannot open {describe_input(index, name)} as {file_type.value} "
             f"(engine {'netcdf4' if engine is not None and not isinstance(engine, str) else engine or 'auto'}): "

@@ -27,6 +27,7 @@ import apache_beam as beam
 import xarray as xr
 from apache_beam.metrics import Metrics
 
+from .features import check_storable
 from .errors import ArcoforgeError, InputError, RecipeError, describe_input
 from .openers import open_with_xarray, prepare_input, resolve_cache
 from .skipping import (
@@ -278,6 +279,7 @@ class Preprocess(beam.PTransform):
 def _read_schema(element: tuple[Index, xr.Dataset], concat_dims: list[str], progress_dir: str | None,
                  max_attr_bytes: int | None = DEFAULT_MAX_ATTR_BYTES):
     index, ds = element
+    check_storable(ds, index)  # here rather than on opening, so that a Preprocess may drop what cannot be stored
     schema = drop_large_attrs(input_schema(ds, index, concat_dims), max_attr_bytes)
     Metrics.counter(NAMESPACE, "inputs_read").inc()
     record_event(progress_dir, "input", index=repr(index))
