@@ -550,7 +550,7 @@ def _cmd_lint(args: argparse.Namespace) -> int:
 def _cmd_stac(args: argparse.Namespace) -> int:
     from . import stac
     from .errors import RecipeError
-    from .stac_validation import validate_stac_path
+    from .stac import validate_stac_path
 
     if args.target[0] == "validate":
         paths = args.target[1:]
