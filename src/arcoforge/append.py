@@ -1,12 +1,12 @@
 """Appending to a published store: new inputs along one dimension, checked before anything is written.
 
-A complete store records which inputs it holds (``ingested.json`` in its state
-folder, see :mod:`arcoforge.state`) and its length along each concat
-dimension. An append bake combines only the inputs not yet ingested, checks
+A complete store records which inputs it holds and its length along each
+concat dimension (``complete.json`` in its state folder, see :mod:`arcoforge.state`). An append bake combines only the inputs not yet ingested, checks
 them against the store — same variables, dimensions, dtypes and encodings, and
 coordinates that continue the store's strictly increasing axis without
 overlapping it — and extends the store's schema so that write tasks cover only
 the new region. Running the same append again finds nothing new and writes nothing.
+How the append is written, as one transaction, is :mod:`arcoforge.append_txn`.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def read_existing(url: str, append_dim: str, storage_options: Mapping[str, Any] 
         chunks[str(name)] = tuple(array.chunks)
         shards[str(name)] = tuple(array.shards) if array.shards else None
     coordinate = np.asarray(ds[append_dim].values[:length]) if append_dim in ds.variables else None
-    ingested = (state.read_json("ingested.json") or {}).get("urls", [])
+    ingested = state.ingested()
     return ExistingStore(url, append_dim, length, {str(k): int(v) for k, v in ds.sizes.items()}, variables,
                          chunks, shards, coordinate, list(ingested))
 

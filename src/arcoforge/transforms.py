@@ -52,19 +52,20 @@ from .rechunk import (
 from .runners import local_data_budget, runtime_defaults
 from .schema import combine_schemas, input_schema
 from .stac import link_collection, provenance, provenance_attrs, write_store_collection
+from . import append_txn
 from .append import extend_schema, inputs_to_append, read_existing
+from .documents import consolidated, grow_documents, is_metadata_key, publication_order, read_documents
+from .faults import checkpoint
 from .state import StoreState, fingerprint, new_owner, task_id
 from .writers import (
     DEFAULT_MAX_MEM,
     StorePlan,
     plan_description,
-    resize_for_append,
-    rewrite_coordinate,
     consolidate_dimension_coordinates,
     consolidate_metadata,
     plan_store,
+    render_plan,
     store_url,
-    template_dataset,
     write_region,
     write_template,
 )
@@ -297,11 +298,12 @@ def _write_task(task: tuple, plan: StorePlan, template_url: str, progress_dir: s
     nbytes = 0
     dtypes = {name: variable.dtype for name, variable in variables.items()}
     for name, region, values in assemble_task(key, pieces, plan.grids[key[0]], dtypes, worker_task_buffer()):
-        write_region(plan.url, name, region, values, variables[name], plan.storage_options)
+        write_region(plan, name, region, values)
         nbytes += values.nbytes
         del values
         release_freed_memory()
     StoreState(plan.url, plan.storage_options).mark_done(task_id(*key))
+    checkpoint("append.task" if plan.append_dim else "bake.task")
     Metrics.counter(NAMESPACE, "tasks_written").inc()
     Metrics.counter(NAMESPACE, "bytes_written").inc(nbytes)
     record_event(progress_dir, "task", store=plan.url, variables=sorted(variables), nbytes=nbytes)
@@ -398,10 +400,14 @@ class StoreToZarr(beam.PTransform):
                 raise
 
         def _make_plan(input_schemas: list, state: StoreState) -> StorePlan:
+            # An append a crash interrupted: finished here if it passed its commit point.
+            journal = append_txn.recover(state) if append_dim else None
             existing = read_existing(url, append_dim, storage_options) if append_dim else None
             if existing is not None:
                 fresh = inputs_to_append(input_schemas, existing)
                 if not fresh:
+                    if journal is not None:
+                        append_txn.roll_back(state, journal, storage_options)
                     logger.info("nothing to append to %s: it holds all %d inputs", url, len(input_schemas))
                     schema = combine_schemas(input_schemas, combine_dims)
                     return StorePlan(url, schema, {}, {}, {}, storage_options=storage_options,
@@ -415,8 +421,26 @@ class StoreToZarr(beam.PTransform):
             record = {**provenance(n_inputs=schema.n_inputs), **known_provenance}
             kwargs = {**plan_kwargs, "attrs": {**plan_kwargs["attrs"], **provenance_attrs(record)}}
             plan = plan_store(schema, url, **kwargs, append_to=existing)
+            if existing is not None:
+                names = list(plan.schema.variables)
+                documents = grow_documents(read_documents(url, names, plan.zarr_format, storage_options),
+                                           append_dim, schema.dims[append_dim], plan.zarr_format)
+                plan = dataclasses.replace(plan, documents=documents, append_origin=existing.length,
+                                           ingested=(*existing.ingested, *(u for u in schema.urls if u)))
+            else:
+                rendered = render_plan(plan)
+                documents = consolidated({k: v for k, v in rendered.items() if is_metadata_key(k)}, plan.zarr_format)
+                plan = dataclasses.replace(plan, documents=documents, ingested=tuple(u for u in schema.urls if u))
             print_ = fingerprint(plan_description(plan))
-            if state.plan_fingerprint() == print_:
+            if journal is not None:
+                if journal["fingerprint"] == print_:  # the same append: resume it
+                    done = frozenset(state.done_tasks())
+                    plan = dataclasses.replace(plan, resume=True, done=done)
+                    logger.info("resuming the append to %s: %d of %d write tasks already done", url, len(done),
+                                plan.n_tasks)
+                else:
+                    append_txn.roll_back(state, journal, storage_options)
+            elif existing is None and state.plan_fingerprint() == print_:
                 complete = state.is_complete(print_)
                 done = frozenset(
                     task_id(group, task) for group, grid in plan.grids.items() for task in grid
@@ -426,26 +450,24 @@ class StoreToZarr(beam.PTransform):
                             " (complete)" if complete else "")
             record_event(progress_dir, "plan", store=url, n_inputs=plan.schema.n_inputs,
                          n_tasks=plan.n_tasks - len(plan.done), nbytes=plan.nbytes)
+            checkpoint("append.plan" if existing is not None else "bake.plan")
             return plan
 
         def write_store_template(plan: StorePlan) -> str:
-            if plan.nothing_new:
+            if plan.nothing_new or plan.resume:  # (resuming: the template of the same plan is there already)
                 return plan.url
             state = StoreState(plan.url, plan.storage_options)
-            if plan.resume:  # the template of the same plan is there already
-                if plan.append_dim and state.is_complete():
-                    resize_for_append(plan)  # a no-op, unless the attempt was killed right after its plan
-                return plan.url
             description = plan_description(plan)
-            if plan.append_dim and state.is_complete():
-                state.start_append(fingerprint(description), json.loads(json.dumps(description, default=repr)))
-                resize_for_append(plan)
+            if plan.append_dim:
+                append_txn.begin(state, plan, fingerprint(description))
+                state.write_json("plan.json", {"fingerprint": fingerprint(description),
+                                               "plan": json.loads(json.dumps(description, default=repr))})
                 return plan.url
-            template = template_dataset(plan.schema, plan.chunks, plan.attrs, plan.zarr_encoding,
-                                        plan.zarr_format, plan.shards)
             state.remove("plan.json")  # an attempt killed while the template is written starts over
-            held = write_template(plan.url, template, plan.zarr_format, plan.storage_options)
-            state.start(fingerprint(description), json.loads(json.dumps(description, default=repr)), held)
+            write_template(plan.url, render_plan(plan), plan.storage_options)
+            checkpoint("bake.template")
+            state.start(fingerprint(description), json.loads(json.dumps(description, default=repr)), plan.documents)
+            checkpoint("bake.recorded")
             return plan.url
 
         def finish(_total: int, plan: StorePlan) -> str:
@@ -455,21 +477,25 @@ class StoreToZarr(beam.PTransform):
                 return plan.url
             if plan.resume:  # writers of the killed attempt may have died mid-write
                 state.remove_abandoned_writes()
-            appended = plan.append_dim is not None and state.is_complete()
-            if appended:
-                for name in plan.schema.concat_coords:
-                    rewrite_coordinate(plan, name)
-                state.record_ingested(state.ingested() + list(plan.schema.urls))
-            else:
-                state.publish_root(plan.zarr_format)
-                consolidate_dimension_coordinates(plan.url, plan.storage_options)
-                state.record_ingested(plan.schema.urls)
-            consolidate_metadata(plan.url, plan.storage_options)
+            if plan.append_dim:
+                append_txn.finish(state, plan, state.read_json(append_txn.JOURNAL))
+                state.release_lease(owner)
+                return plan.url
+            checkpoint("bake.chunks")
+            arrays, roots = publication_order(plan.documents, plan.zarr_format)
+            state.publish(arrays)
+            checkpoint("bake.arrays")
+            state.publish(roots)  # the commit point: readers find the whole store
+            checkpoint("bake.commit")
+            if consolidate_dimension_coordinates(plan.url, plan.storage_options):  # (not for our own stores)
+                consolidate_metadata(plan.url, plan.storage_options)
             state.mark_complete({
                 "fingerprint": fingerprint(plan_description(plan)),
                 "lengths": {dim: plan.schema.dims[dim] for dim in plan.schema.concat_dims},
                 "n_tasks": plan.n_tasks,
+                "ingested": list(plan.ingested),
             })
+            checkpoint("bake.complete")
             state.release_lease(owner)
             return plan.url
 
