@@ -30,6 +30,10 @@ logger = logging.getLogger(__name__)
 VALUE_ENCODING_KEYS = ("dtype", "scale_factor", "add_offset", "_FillValue", "missing_value")
 
 
+class UnfinishedStoreError(SchemaError):
+    """The store exists but its bake never completed: only that same bake, resumed, may go on."""
+
+
 @dataclass
 class ExistingStore:
     """What an append needs to know of the store it extends."""
@@ -48,8 +52,8 @@ class ExistingStore:
 def read_existing(url: str, append_dim: str, storage_options: Mapping[str, Any] | None = None) -> ExistingStore | None:
     """The complete store at ``url`` (``None`` if there is none yet: the first bake creates it).
 
-    A store that exists but never completed cannot be appended to: its bake must
-    be run again (it resumes) first.
+    A store that exists but never completed cannot be appended to
+    (:class:`UnfinishedStoreError`): its bake must be run again (it resumes) first.
     """
     import fsspec
     import zarr
@@ -60,8 +64,10 @@ def read_existing(url: str, append_dim: str, storage_options: Mapping[str, Any] 
     complete = state.read_json("complete.json")
     if complete is None:
         fs, path = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
-        if fs.exists(path):
-            raise SchemaError(
+        # Published (readers see it) but not complete: a bake killed after its commit point.
+        # A store whose root is not published yet holds nothing readers use: it is baked over.
+        if fs.exists(f"{path}/zarr.json") or fs.exists(f"{path}/.zgroup"):
+            raise UnfinishedStoreError(
                 f"cannot append to {url}: its bake did not complete; run that bake again (it resumes) first"
             )
         return None

@@ -53,7 +53,7 @@ from .runners import local_data_budget, runtime_defaults
 from .schema import combine_schemas, input_schema
 from .stac import link_collection, provenance, provenance_attrs, write_store_collection
 from . import append_txn
-from .append import extend_schema, inputs_to_append, read_existing
+from .append import UnfinishedStoreError, extend_schema, inputs_to_append, read_existing
 from .documents import consolidated, grow_documents, is_metadata_key, publication_order, read_documents
 from .faults import checkpoint
 from .state import StoreState, fingerprint, new_owner, task_id
@@ -402,7 +402,11 @@ class StoreToZarr(beam.PTransform):
         def _make_plan(input_schemas: list, state: StoreState) -> StorePlan:
             # An append a crash interrupted: finished here if it passed its commit point.
             journal = append_txn.recover(state) if append_dim else None
-            existing = read_existing(url, append_dim, storage_options) if append_dim else None
+            unfinished = None
+            try:
+                existing = read_existing(url, append_dim, storage_options) if append_dim else None
+            except UnfinishedStoreError as error:  # resumed below if this is that same bake
+                existing, unfinished = None, error
             if existing is not None:
                 fresh = inputs_to_append(input_schemas, existing)
                 if not fresh:
@@ -432,6 +436,8 @@ class StoreToZarr(beam.PTransform):
                 documents = consolidated({k: v for k, v in rendered.items() if is_metadata_key(k)}, plan.zarr_format)
                 plan = dataclasses.replace(plan, documents=documents, ingested=tuple(u for u in schema.urls if u))
             print_ = fingerprint(plan_description(plan))
+            if unfinished is not None and state.plan_fingerprint() != print_:
+                raise unfinished
             if journal is not None:
                 if journal["fingerprint"] == print_:  # the same append: resume it
                     done = frozenset(state.done_tasks())
