@@ -2,9 +2,12 @@
 
 Each run is ``arcoforge.cli.main`` in a child process forked from one server
 process that imported arcoforge, Beam, xarray and zarr once (a fresh
-interpreter takes seconds to import them; a fork takes milliseconds). The
-fault is ``ARCOFORGE_FAULT_AT`` (see :mod:`arcoforge.faults`): the child kills
-itself with SIGKILL at that step, leaving whatever it wrote, as an OOM kill would.
+interpreter takes seconds to import them; a fork takes milliseconds), two at a
+time. The fault is ``ARCOFORGE_FAULT_AT`` (see :mod:`arcoforge.faults`): the
+child kills itself with SIGKILL at that step, leaving whatever it wrote, as an
+OOM kill would. A module fixture runs every scenario in three phases (all the
+killed runs, what a reader sees after each, all the reruns); the tests then
+check each scenario's outcome.
 """
 
 from __future__ import annotations
@@ -12,10 +15,12 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
 import textwrap
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -28,6 +33,9 @@ BAKE_STEPS = ["bake.plan", "bake.template", "bake.recorded", "bake.task#2", "bak
               "bake.commit", "bake.complete"]
 APPEND_STEPS = ["append.plan", "append.backup", "append.journal", "append.task", "append.chunks",
                 "append.coordinate", "append.commit", "append.arrays", "append.complete", "append.cleanup"]
+# The issue's case (killed after the coordinate, after consolidating, before completion), then the next day.
+NEXT_DAY_STEPS = ["append.coordinate", "append.commit", "append.arrays"]
+V2_STEPS = ["append.task", "append.coordinate", "append.commit"]
 METADATA = {"zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"}
 
 SERVER = textwrap.dedent('''
@@ -35,8 +43,7 @@ SERVER = textwrap.dedent('''
     import apache_beam, xarray, zarr  # imported once, by the parent of every run
     import arcoforge.cli, arcoforge.transforms
 
-    for line in sys.stdin:
-        job = json.loads(line)
+    def start(job):
         pid = os.fork()
         if pid == 0:
             log = os.open(job["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
@@ -50,10 +57,20 @@ SERVER = textwrap.dedent('''
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(code)
-        _, status = os.waitpid(pid, 0)
-        signal = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
-        code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
-        print(json.dumps({"signal": signal, "code": code}), flush=True)
+        return pid
+
+    for line in sys.stdin:  # a list of jobs, run at most PARALLEL at a time; their outcomes in order
+        jobs, outcomes, running = json.loads(line), {}, {}
+        waiting = list(enumerate(jobs))
+        while waiting or running:
+            while waiting and len(running) < PARALLEL:
+                number, job = waiting.pop(0)
+                running[start(job)] = number
+            pid, status = os.wait()
+            signal = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+            code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+            outcomes[running.pop(pid)] = {"signal": signal, "code": code}
+        print(json.dumps([outcomes[i] for i in range(len(jobs))]), flush=True)
 ''')
 
 RECIPE = textwrap.dedent('''
@@ -76,20 +93,23 @@ class Runner:
 
     def __init__(self, folder: Path, src: Path):
         script = folder / "server.py"
-        script.write_text(SERVER)
-        env = {**__import__("os").environ, "PYTHONPATH": str(src)}
+        script.write_text(SERVER.replace("PARALLEL", "2"))
+        env = {**os.environ, "PYTHONPATH": str(src)}
         self.process = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, text=True, env=env)
         self.folder, self.n = folder, 0
 
-    def run(self, *argv: str, fault: str | None = None) -> tuple[dict, str]:
-        self.n += 1
-        log = self.folder / f"run-{self.n}.log"
-        job = {"argv": list(argv), "env": {"ARCOFORGE_FAULT_AT": fault} if fault else {}, "log": str(log)}
-        self.process.stdin.write(json.dumps(job) + "\n")
+    def run_all(self, commands: list[tuple[list[str], str | None]]) -> list[tuple[dict, str]]:
+        """Run ``(argv, fault)`` command lines, two at a time; their outcomes and logs, in order."""
+        jobs = []
+        for argv, fault in commands:
+            self.n += 1
+            jobs.append({"argv": list(argv), "env": {"ARCOFORGE_FAULT_AT": fault} if fault else {},
+                         "log": str(self.folder / f"run-{self.n}.log")})
+        self.process.stdin.write(json.dumps(jobs) + "\n")
         self.process.stdin.flush()
-        outcome = json.loads(self.process.stdout.readline())
-        return outcome, log.read_text()
+        outcomes = json.loads(self.process.stdout.readline())
+        return [(outcome, Path(job["log"]).read_text()) for outcome, job in zip(outcomes, jobs)]
 
     def close(self) -> None:
         self.process.stdin.close()
@@ -115,8 +135,8 @@ def recipe_file(folder: Path, paths, zarr_format: int) -> Path:
     return path
 
 
-def bake(runner: Runner, recipe: Path, target: Path, *extra: str, fault: str | None = None) -> tuple[dict, str]:
-    return runner.run("bake", str(recipe), "--target-root", str(target), "--no-stac", *extra, fault=fault)
+def bake_argv(recipe: Path, target: Path, *extra: str) -> list[str]:
+    return ["bake", str(recipe), "--target-root", str(target), "--no-stac", *extra]
 
 
 def chunk_hashes(store: Path) -> dict[str, str]:
@@ -166,96 +186,120 @@ class Baseline:
         assert state_summary(target) == self.state
 
 
-def baselines(runner: Runner, days, root: Path, zarr_format: int, first: int) -> dict[int, Baseline]:
-    """Uninterrupted: a bake of the first days, an append to 6 days, the next daily append to 7."""
-    found = {}
-    target = root / "out"
-    for n, extra in ((first, ()), (6, ("--append",)), (7, ("--append",))):
-        outcome, log = bake(runner, recipe_file(root, days[:n], zarr_format), target, *extra)
-        assert outcome == {"signal": None, "code": 0}, log
-        found[n] = Baseline(shutil.copytree(target, root / f"after-{n}"))
+def baselines(runner: Runner, days, roots: dict[int, Path], first: dict[int, int]) -> dict[int, dict[int, Baseline]]:
+    """Uninterrupted, per Zarr format: a bake of the first days, an append to 6 days, the next day's to 7."""
+    found: dict[int, dict[int, Baseline]] = {fmt: {} for fmt in roots}
+    for step, extra in enumerate([(), ("--append",), ("--append",)]):
+        lengths = {fmt: (first[fmt], 6, 7)[step] for fmt in roots}
+        done = runner.run_all([(bake_argv(recipe_file(root, days[:lengths[fmt]], fmt), root / "out", *extra), None)
+                               for fmt, root in roots.items()])
+        for (fmt, root), (outcome, log) in zip(roots.items(), done):
+            assert outcome == {"signal": None, "code": 0}, log
+            found[fmt][lengths[fmt]] = Baseline(shutil.copytree(root / "out", root / f"after-{lengths[fmt]}"))
     return found
 
 
-@pytest.fixture(scope="module")
-def v3(runner, days, tmp_path_factory):
-    # 3 days in chunks of 4: the append to 6 rewrites the partly filled chunk 0 and adds chunk 1;
-    # the time coordinate was baked with room for 8 and grows in its one chunk.
-    return baselines(runner, days, tmp_path_factory.mktemp("v3"), 3, first=3)
+@dataclass
+class Scenario:
+    """Killed at ``step`` while running ``recipe``; then ``then`` run plainly; compared with ``expected``."""
+
+    target: Path
+    recipe: Path
+    step: str
+    extra: tuple[str, ...]
+    then: Path
+    old: Baseline | None
+    new: Baseline
+    expected: Baseline
+    outcomes: list = field(default_factory=list)
+    seen: str | Exception | None = None
 
 
-@pytest.fixture(scope="module")
-def v2(runner, days, tmp_path_factory):
-    # 1 day: the time coordinate has room for 2 and grows into new chunks beyond its first.
-    return baselines(runner, days, tmp_path_factory.mktemp("v2"), 2, first=1)
+def scenarios(tmp: Path, days, v3: dict[int, Baseline], v2: dict[int, Baseline]) -> dict[tuple[str, str], Scenario]:
+    found = {}
+    bake3 = recipe_file(tmp, days[:3], 3)
+    for step in BAKE_STEPS:
+        found["bake", step] = Scenario(tmp / "bake" / step.replace("#", "-"), bake3, step, (), bake3, None, v3[3], v3[3])
+    to6, to7 = recipe_file(tmp, days[:6], 3), recipe_file(tmp, days[:7], 3)
+    for step in APPEND_STEPS:
+        found["append", step] = Scenario(v3[3].copy_to(tmp / "append" / step.replace("#", "-")), to6, step, ("--append",), to6,
+                                         v3[3], v3[6], v3[6])
+    for step in NEXT_DAY_STEPS:
+        found["next-day", step] = Scenario(v3[3].copy_to(tmp / "next-day" / step.replace("#", "-")), to6, step, ("--append",), to7,
+                                           v3[3], v3[6], v3[7])
+    v2to6, v2to7 = recipe_file(tmp, days[:6], 2), recipe_file(tmp, days[:7], 2)
+    for step in V2_STEPS:
+        found["v2", step] = Scenario(v2[1].copy_to(tmp / "v2" / step.replace("#", "-")), v2to6, step, ("--append",), v2to7,
+                                     v2[1], v2[6], v2[7])
+    return found
 
 
-def crash(runner: Runner, recipe: Path, target: Path, step: str, *extra: str) -> None:
-    outcome, log = bake(runner, recipe, target, *extra, fault=step)
-    assert outcome["signal"] == 9, log  # killed at the step, not finished or failed
-    assert f"fault injected at {step.split('#')[0]}" in log
-
-
-def assert_old_or_new(target: Path, old: xr.Dataset | None, new: xr.Dataset) -> str:
-    seen = decoded(target / "a.zarr")
+def seen_by_a_reader(scenario: Scenario) -> str:
+    """'none', 'old' or 'new': what xarray's default reader sees; fails on anything else."""
+    seen = decoded(scenario.target / "a.zarr")
+    old = scenario.old.dataset if scenario.old else None
     if seen is None:
         assert old is None, "the store vanished"
         return "none"
     if old is not None and seen.sizes == old.sizes:
         xr.testing.assert_identical(seen, old)
         return "old"
-    xr.testing.assert_identical(seen, new)
+    xr.testing.assert_identical(seen, scenario.new.dataset)
     return "new"
 
 
-def rerun(runner: Runner, recipe: Path, target: Path, *extra: str) -> str:
+@pytest.fixture(scope="module")
+def played(runner, days, tmp_path_factory) -> dict[tuple[str, str], Scenario]:
+    """Every scenario: killed at its step, looked at by a reader, run again plainly."""
+    roots = {3: tmp_path_factory.mktemp("v3"), 2: tmp_path_factory.mktemp("v2")}
+    # v3: 3 days in chunks of 4: the append to 6 rewrites the partly filled chunk 0 and adds chunk 1;
+    # the time coordinate was baked with room for 8 and grows in its one chunk.
+    # v2: 1 day: the time coordinate has room for 2 and grows into new chunks beyond its first.
+    reference = baselines(runner, days, roots, first={3: 3, 2: 1})
+    found = scenarios(tmp_path_factory.mktemp("scenarios"), days, reference[3], reference[2])
+    crashed = runner.run_all([(bake_argv(s.recipe, s.target, *s.extra), s.step) for s in found.values()])
+    for scenario, outcome in zip(found.values(), crashed):
+        scenario.outcomes.append(outcome)
+        try:
+            scenario.seen = seen_by_a_reader(scenario)
+        except Exception as error:  # reported by the scenario's test
+            scenario.seen = error
     # lease: drop after merge
-    outcome, log = bake(runner, recipe, target, *extra, "--break-lease")
-    assert outcome == {"signal": None, "code": 0}, log
-    return log
+    reruns = runner.run_all([(bake_argv(s.then, s.target, *s.extra, "--break-lease"), None) for s in found.values()])
+    for scenario, outcome in zip(found.values(), reruns):
+        scenario.outcomes.append(outcome)
+    return found
+
+
+def check(scenario: Scenario, seen: str) -> None:
+    (killed, killed_log), (rerun, rerun_log) = scenario.outcomes
+    assert killed["signal"] == 9, killed_log  # killed at the step, not finished or failed
+    assert f"fault injected at {scenario.step.split('#')[0]}" in killed_log
+    if isinstance(scenario.seen, Exception):
+        raise scenario.seen
+    assert scenario.seen == seen
+    assert rerun == {"signal": None, "code": 0}, rerun_log
+    scenario.expected.assert_same(scenario.target)
 
 
 @pytest.mark.parametrize("step", BAKE_STEPS)
-def test_a_bake_killed_at_any_step_shows_no_store_or_the_whole_one_and_its_rerun_converges(
-        tmp_path, runner, days, v3, step):
-    reference = v3[3]
-    recipe = recipe_file(tmp_path, days[:3], 3)
-    crash(runner, recipe, tmp_path / "out", step)
-    seen = assert_old_or_new(tmp_path / "out", None, reference.dataset)
-    assert seen == ("new" if step in ("bake.commit", "bake.complete") else "none")
-    rerun(runner, recipe, tmp_path / "out")
-    reference.assert_same(tmp_path / "out")
+def test_a_bake_killed_at_any_step_shows_no_store_or_the_whole_one_and_its_rerun_converges(played, step):
+    check(played["bake", step], "new" if step in ("bake.commit", "bake.complete") else "none")
 
 
 @pytest.mark.parametrize("step", APPEND_STEPS)
-def test_an_append_killed_at_any_step_shows_the_old_or_the_new_store_and_its_rerun_converges(
-        tmp_path, runner, days, v3, step):
-    old, new = v3[3], v3[6]
-    target = old.copy_to(tmp_path / "out")
-    recipe = recipe_file(tmp_path, days[:6], 3)
-    crash(runner, recipe, target, step, "--append")
-    seen = assert_old_or_new(target, old.dataset, new.dataset)
-    assert seen == ("new" if APPEND_STEPS.index(step) >= APPEND_STEPS.index("append.commit") else "old")
-    rerun(runner, recipe, target, "--append")
-    new.assert_same(target)
+def test_an_append_killed_at_any_step_shows_the_old_or_the_new_store_and_its_rerun_converges(played, step):
+    committed = APPEND_STEPS.index(step) >= APPEND_STEPS.index("append.commit")
+    check(played["append", step], "new" if committed else "old")
 
 
-@pytest.mark.parametrize("step", ["append.coordinate", "append.commit", "append.arrays"])
-def test_an_append_killed_late_then_the_next_daily_append_loses_no_day(tmp_path, runner, days, v3, step):
+@pytest.mark.parametrize("step", NEXT_DAY_STEPS)
+def test_an_append_killed_late_then_the_next_daily_append_loses_no_day(played, step):
     """The issue's case: killed after the coordinate, after the commit, before completion; then tomorrow."""
-    target = v3[3].copy_to(tmp_path / "out")
-    crash(runner, recipe_file(tmp_path, days[:6], 3), target, step, "--append")
-    rerun(runner, recipe_file(tmp_path, days[:7], 3), target, "--append")
-    v3[7].assert_same(target)
+    check(played["next-day", step], "old" if step == "append.coordinate" else "new")
 
 
-@pytest.mark.parametrize("step", ["append.task", "append.coordinate", "append.commit"])
-def test_zarr_v2_appends_killed_before_or_after_the_commit_then_the_next_day_converge(
-        tmp_path, runner, days, v2, step):
+@pytest.mark.parametrize("step", V2_STEPS)
+def test_zarr_v2_appends_killed_before_or_after_the_commit_then_the_next_day_converge(played, step):
     """Zarr v2 (.zmetadata is the commit document); the time coordinate outgrows its first chunk."""
-    old, new = v2[1], v2[6]
-    target = old.copy_to(tmp_path / "out")
-    crash(runner, recipe_file(tmp_path, days[:6], 2), target, step, "--append")
-    assert assert_old_or_new(target, old.dataset, new.dataset) == ("new" if step == "append.commit" else "old")
-    rerun(runner, recipe_file(tmp_path, days[:7], 2), target, "--append")
-    v2[7].assert_same(target)
+    check(played["v2", step], "new" if step == "append.commit" else "old")
