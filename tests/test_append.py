@@ -152,3 +152,44 @@ def test_an_append_interrupted_after_its_journal_resumes_and_writes_the_old_stor
     af.run_local(recipe(days, tmp_path, break_lease=True))  # resumes the same append
     xr.testing.assert_equal(xr.open_zarr(tmp_path / "a.zarr").load().drop_attrs(), reference(days).drop_attrs())
     assert state.read_json("append.json") is None and state.ingested() == days
+
+
+def test_an_append_to_an_object_store_interrupted_before_its_commit_is_rolled_back_by_the_next_day(
+        days, s3, s3_filesystem, monkeypatch):
+    """On S3 (moto): the saved chunk put back, the new chunks deleted, the next day's append takes both days."""
+    import arcoforge.append_txn
+    from arcoforge.runners import use_runtime_defaults
+
+    options, bucket = s3
+    target = f"s3://{bucket}/stores"
+
+    def run(paths, **kwargs):
+        with use_runtime_defaults(storage_options=options):
+            af.run_local(recipe(paths, target, **kwargs))
+
+    def interrupt(step):
+        if step == "append.coordinate":
+            raise KeyboardInterrupt("interrupted before the commit")
+
+    run(days[:6])
+    store = f"{target}/a.zarr"
+    fs = s3_filesystem(options)
+    before = {path: fs.cat_file(path) for path in fs.find(store)}
+    monkeypatch.setattr(arcoforge.append_txn, "checkpoint", interrupt)
+    with pytest.raises(BaseException, match="interrupted before the commit"):
+        run(days[:9], break_lease=True)
+    monkeypatch.undo()
+    assert xr.open_zarr(store, storage_options=options).sizes["time"] == 6  # readers still see the old store
+    fs = s3_filesystem(options)
+    assert set(fs.find(store)) > set(before)  # chunks beyond the old extent were written
+
+    # What the next bake does first (another plan): the store is byte for byte the one before.
+    state = StoreState(store, options)
+    arcoforge.append_txn.roll_back(state, state.read_json("append.json"), options)
+    fs = s3_filesystem(options)
+    assert {path: fs.cat_file(path) for path in fs.find(store)} == before
+
+    run(days, break_lease=True)  # the next day's append takes the rolled-back days too
+    appended = xr.open_zarr(store, storage_options=options).load()
+    xr.testing.assert_equal(appended.drop_attrs(), reference(days).drop_attrs())
+    assert state.ingested() == days and state.read_json("append.json") is None
