@@ -193,3 +193,12 @@ def test_an_append_to_an_object_store_interrupted_before_its_commit_is_rolled_ba
     appended = xr.open_zarr(store, storage_options=options).load()
     xr.testing.assert_equal(appended.drop_attrs(), reference(days).drop_attrs())
     assert state.ingested() == days and state.read_json("append.json") is None
+
+
+def test_the_inputs_of_a_store_baked_by_an_older_version_are_still_read(tmp_path):
+    state = StoreState(str(tmp_path / "old.zarr"))
+    state.write_json("complete.json", {"lengths": {"time": 2}})
+    state.write_json("ingested.json", {"urls": ["a.nc", "b.nc"]})  # where older versions kept them
+    assert state.ingested() == ["a.nc", "b.nc"]
+    state.mark_complete({"lengths": {"time": 3}, "ingested": ["a.nc", "b.nc", "c.nc"]})
+    assert state.ingested() == ["a.nc", "b.nc", "c.nc"] and state.read_json("ingested.json") is None
