@@ -54,7 +54,6 @@ from .schema import combine_schemas, input_schema
 from .stac import link_collection, provenance, provenance_attrs, write_store_collection
 from . import append_txn
 from .append import UnfinishedStoreError, extend_schema, inputs_to_append, read_existing
-from .documents import consolidated, grow_documents, is_metadata_key, publication_order, read_documents
 from .faults import checkpoint
 from .state import StoreState, fingerprint, new_owner, task_id
 from .writers import (
@@ -64,8 +63,10 @@ from .writers import (
     consolidate_dimension_coordinates,
     consolidate_metadata,
     plan_store,
+    publish_bake,
     render_plan,
     store_url,
+    with_documents,
     write_region,
     write_template,
 )
@@ -425,16 +426,7 @@ class StoreToZarr(beam.PTransform):
             record = {**provenance(n_inputs=schema.n_inputs), **known_provenance}
             kwargs = {**plan_kwargs, "attrs": {**plan_kwargs["attrs"], **provenance_attrs(record)}}
             plan = plan_store(schema, url, **kwargs, append_to=existing)
-            if existing is not None:
-                names = list(plan.schema.variables)
-                documents = grow_documents(read_documents(url, names, plan.zarr_format, storage_options),
-                                           append_dim, schema.dims[append_dim], plan.zarr_format)
-                plan = dataclasses.replace(plan, documents=documents, append_origin=existing.length,
-                                           ingested=(*existing.ingested, *(u for u in schema.urls if u)))
-            else:
-                rendered = render_plan(plan)
-                documents = consolidated({k: v for k, v in rendered.items() if is_metadata_key(k)}, plan.zarr_format)
-                plan = dataclasses.replace(plan, documents=documents, ingested=tuple(u for u in schema.urls if u))
+            plan = with_documents(plan, existing)
             print_ = fingerprint(plan_description(plan))
             if unfinished is not None and state.plan_fingerprint() != print_:
                 raise unfinished
@@ -487,21 +479,7 @@ class StoreToZarr(beam.PTransform):
                 append_txn.finish(state, plan, state.read_json(append_txn.JOURNAL))
                 state.release_lease(owner)
                 return plan.url
-            checkpoint("bake.chunks")
-            arrays, roots = publication_order(plan.documents, plan.zarr_format)
-            state.publish(arrays)
-            checkpoint("bake.arrays")
-            state.publish(roots)  # the commit point: readers find the whole store
-            checkpoint("bake.commit")
-            if consolidate_dimension_coordinates(plan.url, plan.storage_options):  # (not for our own stores)
-                consolidate_metadata(plan.url, plan.storage_options)
-            state.mark_complete({
-                "fingerprint": fingerprint(plan_description(plan)),
-                "lengths": {dim: plan.schema.dims[dim] for dim in plan.schema.concat_dims},
-                "n_tasks": plan.n_tasks,
-                "ingested": list(plan.ingested),
-            })
-            checkpoint("bake.complete")
+            publish_bake(state, plan)
             state.release_lease(owner)
             return plan.url
 

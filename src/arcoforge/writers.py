@@ -12,6 +12,7 @@ store's metadata describes, whatever epoch, packing or fill value its own input 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import logging
 import math
@@ -37,8 +38,18 @@ from .chunking import (
 )
 from .errors import RecipeError
 from .rechunk import TaskGrid, group_variables, plan_task_grid
-from .documents import is_metadata_key, planned_array, render_template
+from .documents import (
+    consolidated,
+    grow_documents,
+    is_metadata_key,
+    planned_array,
+    publication_order,
+    read_documents,
+    render_template,
+)
+from .faults import checkpoint
 from .schema import CF_ENCODING_KEYS, DatasetSchema, VariableSchema, schema_as_dataset
+from .state import StoreState, fingerprint
 
 if TYPE_CHECKING:
     from .append import ExistingStore
@@ -383,6 +394,41 @@ def render_plan(plan: "StorePlan") -> dict[str, bytes]:
     template = template_dataset(plan.schema, plan.chunks, plan.attrs, plan.zarr_encoding, plan.zarr_format,
                                 plan.shards)
     return render_template(template, plan.zarr_format)
+
+
+def with_documents(plan: "StorePlan", existing: "ExistingStore | None" = None) -> "StorePlan":
+    """The plan with the metadata documents of the store it leaves (and the inputs the store then holds).
+
+    A bake renders its template; an append grows the store's own documents along its dimension.
+    """
+    urls = tuple(url for url in plan.schema.urls if url)
+    if existing is None:
+        rendered = render_plan(plan)
+        documents = consolidated({k: v for k, v in rendered.items() if is_metadata_key(k)}, plan.zarr_format)
+        return dataclasses.replace(plan, documents=documents, ingested=urls)
+    held = read_documents(plan.url, list(plan.schema.variables), plan.zarr_format, plan.storage_options)
+    documents = grow_documents(held, existing.append_dim, plan.schema.dims[existing.append_dim], plan.zarr_format)
+    return dataclasses.replace(plan, documents=documents, append_origin=existing.length,
+                               ingested=(*existing.ingested, *urls))
+
+
+def publish_bake(state: StoreState, plan: "StorePlan") -> None:
+    """Publish a bake whose chunks are all written: arrays' documents, then the root (the commit point)."""
+    checkpoint("bake.chunks")
+    arrays, roots = publication_order(plan.documents, plan.zarr_format)
+    state.publish(arrays)
+    checkpoint("bake.arrays")
+    state.publish(roots)  # readers now find the whole store
+    checkpoint("bake.commit")
+    if consolidate_dimension_coordinates(plan.url, plan.storage_options):  # (not for stores planned here)
+        consolidate_metadata(plan.url, plan.storage_options)
+    state.mark_complete({
+        "fingerprint": fingerprint(plan_description(plan)),
+        "lengths": {dim: plan.schema.dims[dim] for dim in plan.schema.concat_dims},
+        "n_tasks": plan.n_tasks,
+        "ingested": list(plan.ingested),
+    })
+    checkpoint("bake.complete")
 
 
 def plan_description(plan: "StorePlan") -> dict[str, Any]:
