@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from arcoforge.io.atomic import replacing
+
 START = dt.date(2001, 1, 1)
 
 
@@ -56,9 +58,8 @@ def write_day(directory: str, day: int, nlat: int, nlon: int, hdf5_chunks: tuple
         ds[name].encoding.update(zlib=True, complevel=4, chunksizes=hdf5_chunks or (1, nlat, nlon),
                                  _FillValue=np.float32(np.nan))
     ds.time.encoding.update(units="days since 2001-01-01", dtype="int32")
-    tmp = path + ".tmp"
-    ds.to_netcdf(tmp, engine="h5netcdf")
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        ds.to_netcdf(tmp, engine="h5netcdf")
     return path
 
 

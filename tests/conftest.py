@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from arcoforge.demo import write_demo_archive
-from arcoforge.stac_validation import packaged_schemas_dir
+from arcoforge.stac import packaged_schemas_dir
 
 
 @pytest.fixture(scope="session")

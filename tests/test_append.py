@@ -48,7 +48,8 @@ def test_append_then_append_again_is_a_no_op(tmp_path, days, zarr_format):
     appended = xr.open_zarr(store)
     xr.testing.assert_equal(appended.load().drop_attrs(), reference(days).drop_attrs())
     assert appended.time.encoding["units"] == units  # new days counted from the store's epoch
-    assert zarr.open_group(str(store), mode="r")["time"].chunks == (10,)  # still one chunk
+    # still one chunk: baked with room for 12 (6 x 2, rounded up to a power of two: 16)
+    assert zarr.open_group(str(store), mode="r")["time"].chunks == (16,)
     assert StoreState(str(store)).ingested() == days
 
     before = {p: p.read_bytes() for p in store.rglob("*") if p.is_file() and p.name not in ("zarr.json", ".zmetadata")}
@@ -131,16 +132,73 @@ def test_cli_append_flag(tmp_path, days):
     assert StoreState(str(target / "a.zarr")).ingested() == days
 
 
-def test_an_append_killed_right_after_recording_its_plan_resumes_with_the_arrays_grown(tmp_path, days, monkeypatch):
+def test_an_append_interrupted_after_its_journal_resumes_and_writes_the_old_stores_partial_chunk_once(
+        tmp_path, days, monkeypatch):
+    """6 days in chunks of 4: the append rewrites chunk 1 (days 4-5 and the new 6-7) and adds chunk 2."""
     af.run_local(recipe(days[:6], tmp_path))
-    import arcoforge.transforms
+    import arcoforge.append_txn
 
-    def killed(plan):
-        raise KeyboardInterrupt("killed after plan.json, before the arrays grew")
+    def interrupt(step):
+        if step == "append.journal":
+            raise KeyboardInterrupt("interrupted after the journal")
 
-    monkeypatch.setattr(arcoforge.transforms, "resize_for_append", killed)
-    with pytest.raises(BaseException, match="killed after plan.json"):
+    monkeypatch.setattr(arcoforge.append_txn, "checkpoint", interrupt)
+    with pytest.raises(BaseException, match="interrupted after the journal"):
         af.run_local(recipe(days, tmp_path, break_lease=True))
+    state = StoreState(str(tmp_path / "a.zarr"))
+    assert state.read_json("append.json")["new_lengths"] == {"time": 10}
+    assert xr.open_zarr(tmp_path / "a.zarr").sizes["time"] == 6  # readers still see the old store
     monkeypatch.undo()
-    af.run_local(recipe(days, tmp_path, break_lease=True))  # resumes the same plan
+    af.run_local(recipe(days, tmp_path, break_lease=True))  # resumes the same append
     xr.testing.assert_equal(xr.open_zarr(tmp_path / "a.zarr").load().drop_attrs(), reference(days).drop_attrs())
+    assert state.read_json("append.json") is None and state.ingested() == days
+
+
+def test_an_append_to_an_object_store_interrupted_before_its_commit_is_rolled_back_by_the_next_day(
+        days, s3, s3_filesystem, monkeypatch):
+    """On S3 (moto): the saved chunk put back, the new chunks deleted, the next day's append takes both days."""
+    import arcoforge.append_txn
+    from arcoforge.runtime.runners import use_runtime_defaults
+
+    options, bucket = s3
+    target = f"s3://{bucket}/stores"
+
+    def run(paths, **kwargs):
+        with use_runtime_defaults(storage_options=options):
+            af.run_local(recipe(paths, target, **kwargs))
+
+    def interrupt(step):
+        if step == "append.coordinate":
+            raise KeyboardInterrupt("interrupted before the commit")
+
+    run(days[:6])
+    store = f"{target}/a.zarr"
+    fs = s3_filesystem(options)
+    before = {path: fs.cat_file(path) for path in fs.find(store)}
+    monkeypatch.setattr(arcoforge.append_txn, "checkpoint", interrupt)
+    with pytest.raises(BaseException, match="interrupted before the commit"):
+        run(days[:9], break_lease=True)
+    monkeypatch.undo()
+    assert xr.open_zarr(store, storage_options=options).sizes["time"] == 6  # readers still see the old store
+    fs = s3_filesystem(options)
+    assert set(fs.find(store)) > set(before)  # chunks beyond the old extent were written
+
+    # What the next bake does first (another plan): the store is byte for byte the one before.
+    state = StoreState(store, options)
+    arcoforge.append_txn.roll_back(state, state.read_json("append.json"), options)
+    fs = s3_filesystem(options)
+    assert {path: fs.cat_file(path) for path in fs.find(store)} == before
+
+    run(days, break_lease=True)  # the next day's append takes the rolled-back days too
+    appended = xr.open_zarr(store, storage_options=options).load()
+    xr.testing.assert_equal(appended.drop_attrs(), reference(days).drop_attrs())
+    assert state.ingested() == days and state.read_json("append.json") is None
+
+
+def test_the_inputs_of_a_store_baked_by_an_older_version_are_still_read(tmp_path):
+    state = StoreState(str(tmp_path / "old.zarr"))
+    state.write_json("complete.json", {"lengths": {"time": 2}})
+    state.write_json("ingested.json", {"urls": ["a.nc", "b.nc"]})  # where older versions kept them
+    assert state.ingested() == ["a.nc", "b.nc"]
+    state.mark_complete({"lengths": {"time": 3}, "ingested": ["a.nc", "b.nc", "c.nc"]})
+    assert state.ingested() == ["a.nc", "b.nc", "c.nc"] and state.read_json("ingested.json") is None

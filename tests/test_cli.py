@@ -152,3 +152,16 @@ def test_bake_json_reports_the_failure_class(tmp_path, daily_archive, capsys):
     assert (summary["status"], summary["exit_code"], summary["error_class"]) == ("failed", EXIT_INPUT, "input")
     assert "broken.nc (pattern index Index(time=2))" in summary["error"]
     assert "Traceback" not in captured.err and len(captured.err.strip().splitlines()) == 1
+
+
+def test_a_recipe_ending_in_write_stac_gets_one_collection_per_store(tmp_path, recipe_dir):
+    """The recipe's own WriteSTAC describes the store; the bake command must not write a second one."""
+    recipe = RECIPE.replace("from arcoforge import ", "from arcoforge import WriteSTAC, ")
+    recipe = recipe.rstrip().rstrip(")") + '    | WriteSTAC(collection_id="sst-daily")\n)\n'
+    (recipe_dir / "with_stac.py").write_text(recipe)
+    target = tmp_path / "stores"
+    assert main(["-q", "bake", str(recipe_dir / "with_stac.py"), "--target-root", str(target)]) == EXIT_OK
+    collections = sorted(p.relative_to(target).as_posix() for p in target.rglob("collection.json"))
+    assert collections == ["stac/sst-daily/collection.json"]
+    catalog = json.loads((target / "stac" / "catalog.json").read_text())
+    assert [link["href"] for link in catalog["links"] if link["rel"] == "child"] == ["./sst-daily/collection.json"]

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from arcoforge.deadline import Deadline, DeadlineExceeded, call_within
+from arcoforge.io.deadline import Deadline, DeadlineExceeded, call_within
 from arcoforge.errors import InputError
-from arcoforge.storage import InputCache, RemoteInput, RetryPolicy
+from arcoforge.io import InputCache, RemoteInput, RetryPolicy
 
 
 def test_call_within_abandons_a_call_at_its_deadline():

@@ -12,7 +12,7 @@ import xarray as xr
 
 import arcoforge as af
 from arcoforge.skipping import SKIPPED_ATTR, read_skipped_inputs
-from arcoforge.storage import RetryPolicy
+from arcoforge.io import RetryPolicy
 
 
 

@@ -16,7 +16,7 @@ import arcoforge as af
 from arcoforge import stac
 from arcoforge.openers import prepare_input
 from arcoforge.skipping import read_skipped_inputs
-from arcoforge.storage import RetryPolicy
+from arcoforge.io import RetryPolicy
 from arcoforge.writers import open_store
 
 
@@ -73,7 +73,7 @@ def test_inputs_over_http_and_s3_bake_to_s3_and_open_from_s3(file_server, s3, s3
     assert zarr.open_group(open_store(f"{target}/mixed.zarr", options, read_only=True), mode="r")[
         "analysed_sst"].chunks == (4, 12, 24)
 
-    collection = stac._read_json(f"{target}/stac/mixed/collection.json", options)
+    collection = stac.read_json(f"{target}/stac/mixed/collection.json", options)
     assert collection["assets"]["zarr"]["href"] == f"{target}/mixed.zarr"
     assert stac.validate_stac_tree(f"{target}/stac/catalog.json", schemas_dir, options) == []
     reopened = stac.open_dataset_from_collection(f"{target}/stac/mixed/collection.json", storage_options=options)

@@ -19,7 +19,7 @@ from PIL import Image
 
 import arcoforge as af
 from arcoforge import stac
-from arcoforge.stac_validation import packaged_schemas_dir
+from arcoforge.stac import packaged_schemas_dir
 
 # the same folder the `schemas_dir` fixture of conftest.py gives: the schemas shipped in the package
 SCHEMAS_DIR = packaged_schemas_dir()

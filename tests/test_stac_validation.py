@@ -7,7 +7,10 @@ import copy
 import fnmatch
 import json
 import re
+import os
 import socket
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -15,7 +18,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from arcoforge import stac, stac_validation
+from arcoforge import stac
+from arcoforge.stac import validation as stac_validation
 from arcoforge.cli import EXIT_INPUT, EXIT_OK, main
 
 REPO = Path(__file__).parents[1]
@@ -176,3 +180,40 @@ def test_schemas_sources_and_licences_are_package_data():
         assert any(fnmatch.fnmatch(relative, pattern.replace("**/", "*")) for pattern in patterns), relative
     for host in ("schemas.stacspec.org", "stac-extensions.github.io", "geojson.org", "proj.org"):
         assert f"`{host}/" in sources, host
+
+
+def test_pystac_objects_validate_offline_with_the_packaged_schemas(collection_path, no_network):
+    """OfflineSTACValidator plugs arcoforge's schemas into pystac's validate(); errors are arcoforge's lines."""
+    import pystac
+
+    validator = stac.OfflineSTACValidator()
+    assert isinstance(validator, pystac.validation.STACValidator)
+    collection = pystac.Collection.from_file(str(collection_path))
+    assert collection.validate(validator=validator) == [
+        "https://schemas.stacspec.org/v1.1.0/collection-spec/json-schema/collection.json",
+        stac.DATACUBE_EXTENSION, stac.ZARR_EXTENSION]
+    collection.extra_fields["cube:dimensions"]["time"]["type"] = "temporal-ish"
+    collection.assets["zarr"].extra_fields["zarr:consolidated"] = "yes"
+    with pytest.raises(pystac.STACValidationError) as raised:
+        collection.validate(validator=validator)
+    assert raised.value.source == [line for line in str(raised.value).splitlines()]
+    assert all(line.startswith(f"{collection_path}: field cube:dimensions/time") for line in raised.value.source)
+    assert validator.errors(collection.to_dict(), name="c.json") == stac.validate_stac(collection.to_dict(),
+                                                                                        name="c.json")
+    collection.extra_fields["cube:dimensions"]["time"]["type"] = "temporal"
+    with pytest.raises(pystac.STACValidationError, match="assets/zarr/zarr:consolidated: 'yes' is not of type"):
+        collection.validate(validator=validator)
+    collection.stac_extensions.append("https://stac-extensions.github.io/nope/v1.0.0/schema.json")
+    collection.assets["zarr"].extra_fields["zarr:consolidated"] = True
+    with pytest.raises(pystac.STACValidationError, match="schema https://stac-extensions.github.io/nope/v1.0.0/"
+                                                         "schema.json is not in"):
+        collection.validate(validator=validator)
+
+
+def test_importing_the_stac_package_leaves_jsonschema_to_validation():
+    """jsonschema (~0.1 s) is imported when a document is validated, not with every recipe's imports."""
+    code = "import sys, arcoforge.stac; print(sorted(m for m in ('jsonschema', 'pystac.validation') if m in sys.modules))"
+    tested = Path(stac.__file__).parents[2]  # the arcoforge under test, installed or from the tree
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            env={**os.environ, "PYTHONPATH": str(tested)})
+    assert result.stdout.strip() == "[]"

@@ -18,7 +18,7 @@ import s3fs.errors
 
 from arcoforge import FileType, InputError, RecipeError
 from arcoforge.openers import CachedPath, open_with_xarray, prepare_input
-from arcoforge.storage import (
+from arcoforge.io import (
     InputCache,
     RemoteInput,
     RetryPolicy,
@@ -27,7 +27,7 @@ from arcoforge.storage import (
     filesystem,
     is_transient,
     options_for,
-    public_name,
+    public_url as public_name,
     redact,
     register_secrets,
     secret_values,

@@ -9,6 +9,7 @@ import os
 import tempfile
 
 from arcoforge.demo import demo_dataset, demo_days
+from arcoforge.io.atomic import replacing
 
 START = dt.date(2003, 6, 1)
 NDAYS = 12
@@ -31,9 +32,8 @@ def write_day(variable: str, day: dt.date) -> None:
         ds["sea_ice_fraction"].encoding.update(dtype="float32", _FillValue=float("nan"))
     path = path_of(variable, day)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    ds.to_netcdf(tmp, engine="h5netcdf")
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        ds.to_netcdf(tmp, engine="h5netcdf")
 
 
 def ensure_archive() -> None:

@@ -25,8 +25,8 @@ if TYPE_CHECKING:
     from .lease import LeaseError
     from .patterns import (CombineOp, ConcatDim, Dimension, FilePattern, FileType, Index, MergeDim, Position,
                            pattern_from_file_sequence)
+    from .io import InputCache, RetryPolicy
     from .runtime.runners import run_local, use_runtime_defaults
-    from .storage import InputCache, RetryPolicy
     from .transforms import (ConsolidateDimensionCoordinates, ConsolidateMetadata, OpenURLWithFSSpec,
                              OpenWithXarray, Preprocess, StoreToZarr, WriteSTAC)
 
@@ -48,8 +48,8 @@ _PUBLIC = {
     "InfrastructureError": "errors",
     "InputError": "errors",
     "LeaseError": "lease",
-    "InputCache": "storage",
-    "RetryPolicy": "storage",
+    "InputCache": "io",
+    "RetryPolicy": "io",
     "RecipeError": "errors",
     "SchemaError": "errors",
     "CombineOp": "patterns",

@@ -1,12 +1,12 @@
 """Appending to a published store: new inputs along one dimension, checked before anything is written.
 
-A complete store records which inputs it holds (``ingested.json`` in its state
-folder, see :mod:`arcoforge.state`) and its length along each concat
-dimension. An append bake combines only the inputs not yet ingested, checks
+A complete store records which inputs it holds and its length along each
+concat dimension (``complete.json`` in its state folder, see :mod:`arcoforge.state`). An append bake combines only the inputs not yet ingested, checks
 them against the store — same variables, dimensions, dtypes and encodings, and
 coordinates that continue the store's strictly increasing axis without
 overlapping it — and extends the store's schema so that write tasks cover only
 the new region. Running the same append again finds nothing new and writes nothing.
+How the append is written, as one transaction, is :mod:`arcoforge.append_txn`.
 """
 
 from __future__ import annotations
@@ -31,6 +31,10 @@ logger = logging.getLogger(__name__)
 VALUE_ENCODING_KEYS = ("dtype", "scale_factor", "add_offset", "_FillValue", "missing_value")
 
 
+class UnfinishedStoreError(SchemaError):
+    """The store exists but its bake never completed: only that same bake, resumed, may go on."""
+
+
 @dataclass
 class ExistingStore:
     """What an append needs to know of the store it extends."""
@@ -49,8 +53,8 @@ class ExistingStore:
 def read_existing(url: str, append_dim: str, storage_options: Mapping[str, Any] | None = None) -> ExistingStore | None:
     """The complete store at ``url`` (``None`` if there is none yet: the first bake creates it).
 
-    A store that exists but never completed cannot be appended to: its bake must
-    be run again (it resumes) first.
+    A store that exists but never completed cannot be appended to
+    (:class:`UnfinishedStoreError`): its bake must be run again (it resumes) first.
     """
     import fsspec
     import zarr
@@ -61,8 +65,10 @@ def read_existing(url: str, append_dim: str, storage_options: Mapping[str, Any] 
     complete = state.read_json("complete.json")
     if complete is None:
         fs, path = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
-        if fs.exists(path):
-            raise SchemaError(
+        # Published (readers see it) but not complete: a bake killed after its commit point.
+        # A store whose root is not published yet holds nothing readers use: it is baked over.
+        if fs.exists(f"{path}/zarr.json") or fs.exists(f"{path}/.zgroup"):
+            raise UnfinishedStoreError(
                 f"cannot append to {url}: its bake did not complete; run that bake again (it resumes) first"
             )
         return None
@@ -78,7 +84,7 @@ def read_existing(url: str, append_dim: str, storage_options: Mapping[str, Any] 
         chunks[str(name)] = tuple(array.chunks)
         shards[str(name)] = tuple(array.shards) if array.shards else None
     coordinate = np.asarray(ds[append_dim].values[:length]) if append_dim in ds.variables else None
-    ingested = (state.read_json("ingested.json") or {}).get("urls", [])
+    ingested = state.ingested()
     return ExistingStore(url, append_dim, length, {str(k): int(v) for k, v in ds.sizes.items()}, variables,
                          chunks, shards, coordinate, list(ingested))
 

@@ -384,7 +384,9 @@ def _bake_recipe(ref: Any, config: Any, events: Events, *, prune: int | None, dr
             raise InfrastructureError(f"recipe {ref.id!r}: the {choice.name} run ended in state {state}")
     for url in outcome.stores:
         events.emit("store_written", recipe_id=ref.id, url=url)
-    if config.stac:
+    if config.stac and _writes_stac(pipeline):
+        logger.info("recipe %r describes its stores with WriteSTAC; the bake writes no second collection", ref.id)
+    elif config.stac:
         for url in outcome.stores:
             path = write_store_collection(
                 url, config.target_root or url.rstrip("/").rsplit("/", 1)[0],
@@ -454,6 +456,14 @@ def _pattern_inputs(pipeline: Any) -> int | None:
     creates = [t for t in built_transforms(pipeline)
                if type(t) is beam.Create and t.values and all(map(is_pattern_item, t.values))]
     return sum(len(t.values) for t in creates) if creates else None
+
+
+def _writes_stac(pipeline: Any) -> bool:
+    """Whether the recipe describes its stores in STAC itself (a WriteSTAC step)."""
+    from .lint import built_transforms
+    from .transforms import WriteSTAC
+
+    return any(isinstance(transform, WriteSTAC) for transform in built_transforms(pipeline))
 
 
 def _stores_in(pipeline: Any, target_root: str | None) -> list[str]:
@@ -541,7 +551,7 @@ def _cmd_lint(args: argparse.Namespace) -> int:
 def _cmd_stac(args: argparse.Namespace) -> int:
     from . import stac
     from .errors import RecipeError
-    from .stac_validation import validate_stac_path
+    from .stac import validate_stac_path
 
     if args.target[0] == "validate":
         paths = args.target[1:]

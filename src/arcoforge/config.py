@@ -241,11 +241,9 @@ def _resolve(value: Any, path: str, where: str, secrets: list[str]) -> Any:
 
 
 def _register_secrets(secrets: list[str]) -> None:
-    """Have log records redacted of resolved secrets, where the storage module offers it."""
-    try:
-        from .storage import register_secrets
-    except ImportError:  # pragma: no cover - the storage module is part of the package
-        return
+    """Have log records redacted of resolved secrets."""
+    from .io.redaction import register_secrets
+
     register_secrets(secrets)
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from .io.atomic import replacing
+
 logger = logging.getLogger(__name__)
 
 START_DATE = dt.date(2000, 1, 1)
@@ -103,8 +105,7 @@ def write_demo_archive(
         ds = demo_dataset(day, nlat, nlon)
         for name in ("analysed_sst", "sea_ice_fraction"):
             ds[name].encoding.update(zlib=True, complevel=4, chunksizes=(1, nlat, nlon))
-        tmp = path + ".tmp"
-        ds.to_netcdf(tmp, engine="h5netcdf", format="NETCDF4")
-        os.replace(tmp, path)
+        with replacing(path) as tmp:
+            ds.to_netcdf(tmp, engine="h5netcdf", format="NETCDF4")
     logger.info("demo archive: %d daily files in %s", len(paths), directory)
     return paths

@@ -5,11 +5,11 @@ fastest that way); local NetCDF-4 files open with netCDF-C and have their
 deflated chunks inflated by libdeflate (:mod:`arcoforge.hdf5_chunks`).
 :func:`prepare_input` turns any other URL (HTTP, S3, a compressed file) into
 a source that is fetched once into a verified cache, with retries (see
-:mod:`arcoforge.storage`):
+:mod:`arcoforge.io`):
 
 - a :class:`CachedPath` when the cache is a folder every worker sees (a local
   run, or a shared mount): opened by path, like a local file;
-- a :class:`~arcoforge.storage.RemoteInput` otherwise: opened through a file
+- a :class:`~arcoforge.io.RemoteInput` otherwise: opened through a file
   object that pickles small and reopens wherever a worker needs it, from that
   machine's cache (fetching again if it lacks the input) or from the network.
 
@@ -28,15 +28,17 @@ import fsspec
 import xarray as xr
 
 from .errors import InputError, RecipeError, describe_input
+from .features import check_not_only_groups, explain_open_error
 from .patterns import FileType, add_query_string_secrets
-from .storage import (
+from .io import (
     InputCache,
     RemoteInput,
     RetryPolicy,
+    check_file_signature,
     infer_compression,
     merge_options,
     options_for,
-    public_name,
+    public_url as public_name,
     redact,
     register_secrets,
     secret_values,
@@ -87,9 +89,6 @@ def choose_engine(file_type: FileType, source: "Source") -> str | None:
         return LOCAL_ENGINES.get(file_type)
     return ENGINES.get(file_type)
 
-# Leading bytes of the formats we read, to tell a real input from an HTML error page.
-_MAGIC = (b"CDF\x01", b"CDF\x02", b"CDF\x05", b"\x89HDF\r\n\x1a\n")
-
 
 def local_path(url: str) -> str | None:
     """The filesystem path of ``url`` if it names a local file, else ``None``.
@@ -121,7 +120,7 @@ def open_url(url: str, open_kwargs: dict | None = None) -> Source:
 def resolve_cache(cache: "str | InputCache | bool | None", storage_options: dict | None = None) -> InputCache | None:
     """The cache a ``cache=`` argument stands for.
 
-    ``None``: this machine's default folder (see :func:`~arcoforge.storage.default_cache_root`),
+    ``None``: this machine's default folder (see :func:`~arcoforge.io.default_cache_root`),
     whose inputs are reopened through file objects that fetch again on other
     machines; ``False``: no cache (remote inputs are read over the network while
     they are used); a path or URL: a cache that every worker sees (remote URLs
@@ -213,17 +212,6 @@ def _copy_to_local(source: "fsspec.core.OpenFile | RemoteInput") -> str:
     return path
 
 
-def _check_magic(file_obj: Any, name: str, index: object) -> None:
-    """Fail early, with the URL, when a remote body is not NetCDF or HDF5."""
-    start = file_obj.read(8)
-    file_obj.seek(0)
-    if not any(start.startswith(magic) for magic in _MAGIC):
-        raise InputError(
-            f"{describe_input(index, name)} is not a NetCDF or HDF5 file "
-            f"(it starts with {start!r}); expected a NetCDF3 or HDF5 signature"
-        )
-
-
 def open_with_xarray(
     source: Source,
     file_type: FileType | str = FileType.unknown,
@@ -256,10 +244,11 @@ def open_with_xarray(
             else:
                 target = source.open()
                 if file_type in (FileType.netcdf4, FileType.netcdf3, FileType.hdf5, FileType.unknown):
-                    _check_magic(target, name, index)
+                    check_file_signature(target, name, index, file_type)
         else:
             target = str(source)
         ds = xr.open_dataset(target, engine=engine, chunks=None, **kwargs)
+        check_not_only_groups(ds, target, index, name, kwargs)
         if load:
             ds = ds.load()
             ds.close()
@@ -268,6 +257,9 @@ def open_with_xarray(
     except FileNotFoundError as error:
         raise InputError(redact(f"{describe_input(index, name)} does not exist: {error}")) from error
     except Exception as error:  # the netCDF/HDF5 stacks raise many kinds of errors
+        explained = explain_open_error(error, target, engine, kwargs, index, name)
+        if explained:
+            raise InputError(redact(explained)) from error
         raise InputError(redact(
             f"cannot open {describe_input(index, name)} as {file_type.value} "
             f"(engine {'netcdf4' if engine is not None and not isinstance(engine, str) else engine or 'auto'}): "

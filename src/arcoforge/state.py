@@ -7,10 +7,15 @@ outside the store, so readers of the store never see it:
   same fingerprint resumes instead of starting over;
 - ``done/<group>/<task>``: one empty marker per write task whose chunks are all
   written; a resumed bake skips those tasks;
-- ``root/``: the store's root group metadata, held back while the bake runs so
-  that readers of the store find no group (``GroupNotFoundError``) rather than
-  fill values standing in for chunks not yet written;
-- ``complete.json``: written last, once the root metadata is published and consolidated;
+- ``root/``: every metadata document of the store (arrays and root group,
+  consolidated), held back while the bake runs so that readers of the store find
+  no group (``GroupNotFoundError``) rather than fill values standing in for
+  chunks not yet written;
+- ``complete.json``: written last, once the metadata is published: the lengths
+  of the concat dimensions and the inputs the store holds (older stores kept
+  those in ``ingested.json``, still read);
+- ``append.json`` and ``append/``: the journal of an append in progress (see
+  :mod:`arcoforge.append_txn`);
 - ``lease.json``: who is writing the store, renewed by a heartbeat; a second
   bake of the same store fails clearly instead of interleaving writes, unless
   the holder is dead (see :mod:`arcoforge.lease`).
@@ -36,9 +41,6 @@ from .lease import DEFAULT_TTL, LEASE_FILE, Lease, LeaseError, lease_file  # noq
 logger = logging.getLogger(__name__)
 
 STATE_FOLDER = ".arcoforge"
-# Root group metadata documents of each Zarr format: written last, when a bake is complete.
-ROOT_KEYS = {2: (".zgroup", ".zattrs"), 3: ("zarr.json",)}
-CONSOLIDATED_KEYS = {2: (".zmetadata",), 3: ()}
 # zarr's LocalStore writes a key to ``<key minus suffix>.<uuid4 hex>.partial`` and renames it;
 # a writer killed in between leaves that file behind.
 ABANDONED_WRITE = re.compile(r"\.[0-9a-f]{32}\.partial$")
@@ -88,6 +90,10 @@ class StoreState:
         protocol = self.fs.protocol
         return bool({"file", "local"} & set(protocol if isinstance(protocol, (tuple, list)) else (protocol,)))
 
+    def put(self, path: str, data: bytes) -> None:
+        """Write a whole file at ``path`` (any path of this filesystem): readers see all of it or none."""
+        self._write(path, data)
+
     def _write(self, path: str, data: bytes) -> None:
         self.fs.makedirs(self.fs._parent(path), exist_ok=True)
         if self._is_local():
@@ -117,15 +123,9 @@ class StoreState:
         exist once the template and held-back root metadata it stands for do
         (a bake killed in between starts over).
         """
-        for name in ("done", "root", "complete.json", "plan.json"):
+        for name in ("done", "root", "complete.json", "plan.json", "append.json", "append"):
             self.remove(name)
         self.hold_root(root_documents or {})
-        self.write_json("plan.json", {"fingerprint": plan_fingerprint, "plan": dict(description),
-                                      "started": _now().isoformat()})
-
-    def start_append(self, plan_fingerprint: str, description: Mapping[str, Any]) -> None:
-        """Record the plan of an append; the store stays published (``complete.json`` is kept)."""
-        self.remove("done")
         self.write_json("plan.json", {"fingerprint": plan_fingerprint, "plan": dict(description),
                                       "started": _now().isoformat()})
 
@@ -149,23 +149,25 @@ class StoreState:
         return plan_fingerprint is None or document.get("fingerprint") == plan_fingerprint
 
     def ingested(self) -> list[str]:
+        """The inputs the complete store holds (``complete.json``; ``ingested.json`` of older stores)."""
+        complete = self.read_json("complete.json") or {}
+        if "ingested" in complete:
+            return list(complete["ingested"])
         return list((self.read_json("ingested.json") or {}).get("urls", []))
-
-    def record_ingested(self, urls: Iterable[str | None]) -> None:
-        """Remember which inputs the store holds, so that an append takes only new ones."""
-        self.write_json("ingested.json", {"urls": [url for url in urls if url]})
 
     # -- holding back and publishing the root metadata ---------------------------------------
     def hold_root(self, documents: Mapping[str, bytes]) -> None:
         for key, data in documents.items():
             self._write(self._file("root", key), data)
 
-    def publish_root(self, zarr_format: int) -> None:
-        """Put the held-back root metadata in the store: readers can now find the group."""
-        for key in ROOT_KEYS[zarr_format]:
-            held = self._file("root", key)
-            if self.fs.exists(held):
-                self._write(f"{self.store_path}/{key}", self.fs.cat_file(held))
+    def publish(self, keys: Iterable[str]) -> None:
+        """Copy the held-back metadata documents ``keys`` into the store, in that order."""
+        for key in keys:
+            try:
+                data = self.fs.cat_file(self._file("root", key))
+            except FileNotFoundError:  # (an attempt of an older version held the root documents only)
+                continue
+            self._write(f"{self.store_path}/{key}", data)
 
     def remove_abandoned_writes(self) -> int:
         """Delete the temporary files of chunk writes killed before their rename; return how many.
@@ -188,6 +190,7 @@ class StoreState:
 
     def mark_complete(self, info: Mapping[str, Any]) -> None:
         self.write_json("complete.json", {**dict(info), "completed": _now().isoformat()})
+        self.remove("ingested.json")  # an older version's record, now in complete.json
         self.remove("root")
         self.remove("done")
 

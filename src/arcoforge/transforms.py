@@ -27,6 +27,7 @@ import apache_beam as beam
 import xarray as xr
 from apache_beam.metrics import Metrics
 
+from .features import check_storable
 from .errors import ArcoforgeError, InputError, RecipeError, describe_input
 from .openers import open_with_xarray, prepare_input, resolve_cache
 from .skipping import (
@@ -38,7 +39,7 @@ from .skipping import (
     report_skipped,
     skipped_inputs_attrs,
 )
-from .storage import InputCache, RetryPolicy, concurrency_slots, with_deadline, public_name, redact, register_secrets, secret_values
+from .io import InputCache, RetryPolicy, concurrency_slots, with_deadline, public_url as public_name, redact, register_secrets, secret_values
 from .patterns import Dimension, FileType, Index, check_combine_dims, nitems_per_file
 from .zarr_encoding import check_encoding
 from .input_checks import DEFAULT_MAX_ATTR_BYTES, check_inputs, drop_large_attrs
@@ -49,20 +50,22 @@ from .runtime.progress import record_event
 from .runtime.runners import runtime_defaults
 from .schema import combine_schemas, input_schema
 from .stac import link_collection, provenance, provenance_attrs, write_store_collection
-from .append import extend_schema, inputs_to_append, read_existing
+from . import append_txn
+from .append import UnfinishedStoreError, extend_schema, inputs_to_append, read_existing
+from .faults import checkpoint
 from .lease import DEFAULT_TTL, LeaseKeeper
 from .state import StoreState, fingerprint, new_owner, task_id
 from .writers import (
     DEFAULT_MAX_MEM,
     StorePlan,
     plan_description,
-    resize_for_append,
-    rewrite_coordinate,
     consolidate_dimension_coordinates,
     consolidate_metadata,
     plan_store,
+    publish_bake,
+    render_plan,
     store_url,
-    template_dataset,
+    with_documents,
     write_region,
     write_template,
 )
@@ -114,13 +117,13 @@ class OpenURLWithFSSpec(beam.PTransform):
     Defaults not given here come from the runner (``arcoforge bake`` options).
 
     ``cache``: a folder (path or URL) every worker can read, an
-    :class:`~arcoforge.storage.InputCache`, ``None`` for the runner's
+    :class:`~arcoforge.io.InputCache`, ``None`` for the runner's
     ``--cache-root`` or else a folder of this machine's own, or ``False`` to read
     remote inputs over the network while they are used. ``secrets`` are added to
     each URL's query string; ``open_kwargs`` (a pattern's ``fsspec_open_kwargs``)
     are filesystem options and ``compression``. ``max_concurrency`` caps the inputs
     fetched at once, over all workers. ``retries`` is a number of tries or a
-    :class:`~arcoforge.storage.RetryPolicy`. ``on_error="skip"`` goes on without
+    :class:`~arcoforge.io.RetryPolicy`. ``on_error="skip"`` goes on without
     inputs that fail (see :mod:`arcoforge.skipping`).
     """
 
@@ -273,6 +276,7 @@ class Preprocess(beam.PTransform):
 def _read_schema(element: tuple[Index, xr.Dataset], concat_dims: list[str], progress_dir: str | None,
                  max_attr_bytes: int | None = DEFAULT_MAX_ATTR_BYTES):
     index, ds = element
+    check_storable(ds, index)  # here rather than on opening, so that a Preprocess may drop what cannot be stored
     schema = drop_large_attrs(input_schema(ds, index, concat_dims), max_attr_bytes)
     Metrics.counter(NAMESPACE, "inputs_read").inc()
     record_event(progress_dir, "input", index=repr(index))
@@ -297,11 +301,12 @@ def _write_task(task: tuple, plan: StorePlan, template_url: str, progress_dir: s
     nbytes = 0
     dtypes = {name: variable.dtype for name, variable in variables.items()}
     for name, region, values in assemble_task(key, pieces, plan.grids[key[0]], dtypes, worker_task_buffer()):
-        write_region(plan.url, name, region, values, variables[name], plan.storage_options)
+        write_region(plan, name, region, values)
         nbytes += values.nbytes
         del values
         release_freed_memory()
     StoreState(plan.url, plan.storage_options).mark_done(task_id(*key))
+    checkpoint("append.task" if plan.append_dim else "bake.task")
     Metrics.counter(NAMESPACE, "tasks_written").inc()
     Metrics.counter(NAMESPACE, "bytes_written").inc(nbytes)
     record_event(progress_dir, "task", store=plan.url, variables=sorted(variables), nbytes=nbytes)
@@ -415,12 +420,20 @@ class StoreToZarr(beam.PTransform):
         nitems, recipe_encoding = nitems_per_file(combine_dims), dict(self.encoding)
 
         def _make_plan(input_schemas: list, state: StoreState) -> StorePlan:
-            existing = read_existing(url, append_dim, storage_options) if append_dim else None
+            # An append a crash interrupted: finished here if it passed its commit point.
+            journal = append_txn.recover(state) if append_dim else None
+            unfinished = None
+            try:
+                existing = read_existing(url, append_dim, storage_options) if append_dim else None
+            except UnfinishedStoreError as error:  # resumed below if this is that same bake
+                existing, unfinished = None, error
             # An append checks only its new inputs here; extend_schema checks that they continue the store.
             fresh = inputs_to_append(input_schemas, existing) if existing is not None else input_schemas
             check_inputs(fresh, combine_dims, recipe_encoding)
             if existing is not None:
                 if not fresh:
+                    if journal is not None:
+                        append_txn.roll_back(state, journal, storage_options)
                     logger.info("nothing to append to %s: it holds all %d inputs", url, len(input_schemas))
                     schema = combine_schemas(input_schemas, combine_dims, nitems)
                     return StorePlan(url, schema, {}, {}, {}, storage_options=storage_options,
@@ -434,8 +447,19 @@ class StoreToZarr(beam.PTransform):
             record = {**provenance(n_inputs=schema.n_inputs), **known_provenance}
             kwargs = {**plan_kwargs, "attrs": {**plan_kwargs["attrs"], **provenance_attrs(record)}}
             plan = plan_store(schema, url, **kwargs, append_to=existing)
+            plan = with_documents(plan, existing)
             print_ = fingerprint(plan_description(plan))
-            if state.plan_fingerprint() == print_:
+            if unfinished is not None and state.plan_fingerprint() != print_:
+                raise unfinished
+            if journal is not None:
+                if journal["fingerprint"] == print_:  # the same append: resume it
+                    done = frozenset(state.done_tasks())
+                    plan = dataclasses.replace(plan, resume=True, done=done)
+                    logger.info("resuming the append to %s: %d of %d write tasks already done", url, len(done),
+                                plan.n_tasks)
+                else:
+                    append_txn.roll_back(state, journal, storage_options)
+            elif existing is None and state.plan_fingerprint() == print_:
                 complete = state.is_complete(print_)
                 done = frozenset(
                     task_id(group, task) for group, grid in plan.grids.items() for task in grid
@@ -445,26 +469,24 @@ class StoreToZarr(beam.PTransform):
                             " (complete)" if complete else "")
             record_event(progress_dir, "plan", store=url, n_inputs=plan.schema.n_inputs,
                          n_tasks=plan.n_tasks - len(plan.done), nbytes=plan.nbytes)
+            checkpoint("append.plan" if existing is not None else "bake.plan")
             return plan
 
         def write_store_template(plan: StorePlan) -> str:
-            if plan.nothing_new:
+            if plan.nothing_new or plan.resume:  # (resuming: the template of the same plan is there already)
                 return plan.url
             state = StoreState(plan.url, plan.storage_options)
-            if plan.resume:  # the template of the same plan is there already
-                if plan.append_dim and state.is_complete():
-                    resize_for_append(plan)  # a no-op, unless the attempt was killed right after its plan
-                return plan.url
             description = plan_description(plan)
-            if plan.append_dim and state.is_complete():
-                state.start_append(fingerprint(description), json.loads(json.dumps(description, default=repr)))
-                resize_for_append(plan)
+            if plan.append_dim:
+                append_txn.begin(state, plan, fingerprint(description))
+                state.write_json("plan.json", {"fingerprint": fingerprint(description),
+                                               "plan": json.loads(json.dumps(description, default=repr))})
                 return plan.url
-            template = template_dataset(plan.schema, plan.chunks, plan.attrs, plan.zarr_encoding,
-                                        plan.zarr_format, plan.shards)
             state.remove("plan.json")  # an attempt killed while the template is written starts over
-            held = write_template(plan.url, template, plan.zarr_format, plan.storage_options)
-            state.start(fingerprint(description), json.loads(json.dumps(description, default=repr)), held)
+            write_template(plan.url, render_plan(plan), plan.storage_options)
+            checkpoint("bake.template")
+            state.start(fingerprint(description), json.loads(json.dumps(description, default=repr)), plan.documents)
+            checkpoint("bake.recorded")
             return plan.url
 
         def finish(_total: int, plan: StorePlan) -> str:
@@ -474,21 +496,11 @@ class StoreToZarr(beam.PTransform):
                 return plan.url
             if plan.resume:  # writers of the killed attempt may have died mid-write
                 state.remove_abandoned_writes()
-            appended = plan.append_dim is not None and state.is_complete()
-            if appended:
-                for name in plan.schema.concat_coords:
-                    rewrite_coordinate(plan, name)
-                state.record_ingested(state.ingested() + list(plan.schema.urls))
-            else:
-                state.publish_root(plan.zarr_format)
-                consolidate_dimension_coordinates(plan.url, plan.storage_options)
-                state.record_ingested(plan.schema.urls)
-            consolidate_metadata(plan.url, plan.storage_options)
-            state.mark_complete({
-                "fingerprint": fingerprint(plan_description(plan)),
-                "lengths": {dim: plan.schema.dims[dim] for dim in plan.schema.concat_dims},
-                "n_tasks": plan.n_tasks,
-            })
+            if plan.append_dim:
+                append_txn.finish(state, plan, state.read_json(append_txn.JOURNAL))
+                state.release_lease(owner)
+                return plan.url
+            publish_bake(state, plan)
             state.release_lease(owner)
             return plan.url
 

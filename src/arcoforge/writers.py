@@ -1,15 +1,18 @@
-"""Writing Zarr stores: the template first, then chunks, then consolidation.
+"""Writing Zarr stores: the template first, then chunks, then the metadata documents.
 
 The template holds every array's metadata (dimension names, attributes, CF
-encoding, chunking) and the full values of the concat coordinates. Chunks are
-CF-encoded here with the same encoding the template was written with, so every
-worker writes values the store's metadata describes, whatever epoch, packing or
-fill value its own input used.
+encoding, chunking) and the full values of the concat coordinates. Its
+metadata documents are rendered in memory and published only once every chunk
+is written (see :mod:`arcoforge.documents`); workers write chunks through
+arrays opened from those documents. Chunks are CF-encoded here with the same
+encoding the template was written with, so every worker writes values the
+store's metadata describes, whatever epoch, packing or fill value its own input used.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import logging
 import math
@@ -34,14 +37,25 @@ from .chunking import (
     variable_shards,
 )
 from .errors import RecipeError
+from .features import keep_time_units, store_encoding
 from .packing import store_value_encoding
 from .zarr_encoding import ZARR_ENCODING_KEYS, split_encoding
 from .rechunk import TaskGrid, group_variables, plan_task_grid
-from .schema import DatasetSchema, VariableSchema, schema_as_dataset
+from .documents import (
+    consolidated,
+    grow_documents,
+    is_metadata_key,
+    planned_array,
+    publication_order,
+    read_documents,
+    render_template,
+)
+from .faults import checkpoint
+from .schema import CF_ENCODING_KEYS, DatasetSchema, VariableSchema, schema_as_dataset
+from .state import StoreState, fingerprint
 
 if TYPE_CHECKING:
     from .append import ExistingStore
-from .state import ROOT_KEYS
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +103,12 @@ class StorePlan:
     append_dim: str | None = None
     # Nothing to do: an append whose inputs the store already holds.
     nothing_new: bool = False
+    # Every metadata document of the store as this plan leaves it (consolidated), by key.
+    documents: dict[str, bytes] = field(default_factory=dict)
+    # Appending: the store's length along append_dim before the append.
+    append_origin: int = 0
+    # The inputs the store holds once this plan is done (those held before an append, and the new).
+    ingested: tuple[str, ...] = ()
 
     @property
     def n_tasks(self) -> int:
@@ -134,7 +154,10 @@ def plan_store(
     if target_shards and zarr_format != 3:
         raise RecipeError("target_shards needs zarr_format=3: Zarr v2 has no shards")
     max_mem_bytes = parse_size(max_mem, "max_mem")
-    schema = copy.deepcopy(schema)
+    # The plan changes encodings only: copying the concat coordinates too (cftime objects) took 0.1 s a store.
+    schema = dataclasses.replace(schema, variables={
+        name: dataclasses.replace(v, attrs=copy.deepcopy(v.attrs), encoding=copy.deepcopy(v.encoding))
+        for name, v in schema.variables.items()})
     cf_overrides, zarr_encoding = split_encoding(encoding, schema.variables, zarr_format)
     if append_to is None:  # an append writes with the store's own encoding (see arcoforge.append)
         for name, variable in schema.variables.items():
@@ -155,6 +178,9 @@ def plan_store(
     if append_to is not None:
         chunks, shards = dict(append_to.chunks), dict(append_to.shards)
         origin = {append_to.append_dim: append_to.length}
+    else:
+        for name in schema.concat_coords:  # room to append without changing the chunk readers use
+            chunks[name] = (coordinate_capacity(schema.variables[name].shape[0]),)
     # Variables of a group must also come from the same inputs (the same merge position).
     groups = group_variables({
         name: (variable.dims, variable.shape, shards[name] or chunks[name], schema.merge_sources[name])
@@ -205,6 +231,18 @@ def plan_store(
     )
 
 
+def coordinate_capacity(length: int) -> int:
+    """The chunk length of a concat coordinate: twice its length, rounded up to a power of two.
+
+    Appends write their values into the spare room of that one chunk (or into
+    new chunks beyond it), never changing the chunk shape old readers decode with.
+
+    >>> coordinate_capacity(365), coordinate_capacity(1)
+    (1024, 2)
+    """
+    return 1 << max(2 * int(length) - 1, 1).bit_length()
+
+
 def working_bytes_per_element(variable: VariableSchema) -> int:
     """Memory a write task needs per element of a variable it writes.
 
@@ -244,7 +282,7 @@ def open_store(url: str, storage_options: dict | None = None, read_only: bool = 
     ``anon``, ``profile``, ...), flat or keyed by protocol; local paths take none.
     Their secrets are kept out of this process's logs.
     """
-    from .storage import options_for, register_secrets, secret_values
+    from .io import options_for, register_secrets, secret_values
 
     if "://" not in url or url.startswith("file://"):
         path = url[len("file://"):] if url.startswith("file://") else url
@@ -256,11 +294,15 @@ def open_store(url: str, storage_options: dict | None = None, read_only: bool = 
 
 
 def encode_variable(name: str, data: Any, variable: VariableSchema) -> xr.Variable:
-    """CF-encode decoded values of a variable with the store's encoding for it."""
-    decoded = xr.Variable(variable.dims, data, encoding=dict(variable.encoding))
+    """CF-encode decoded values of a variable with the store's encoding for it (see :mod:`arcoforge.features`)."""
+    encoding, extra_attrs = store_encoding(variable.encoding, variable.dtype)
+    decoded = xr.Variable(variable.dims, data, encoding=encoding)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=xr.SerializationWarning)
-        return xr.conventions.encode_cf_variable(decoded, name=name)
+        encoded = xr.conventions.encode_cf_variable(decoded, name=name)
+    encoded.attrs.update(extra_attrs)
+    keep_time_units(encoded.attrs, encoding)
+    return encoded
 
 
 def _sample_value(variable: VariableSchema) -> Any:
@@ -302,7 +344,7 @@ def template_dataset(
             data: Any = np.asarray(encoded.values)
         else:
             sample_shape = (1,) * len(variable.dims)
-            sample = _sample_value(variable).reshape(sample_shape) if variable.dims else _sample_value(variable)[0]
+            sample = _sample_value(variable).reshape(sample_shape)  # 0-d too: a numpy scalar would lose S/U widths
             encoded = encode_variable(name, sample, variable)
             lazy_chunks = (shards or {}).get(name) or chunks[name] or ()
             data = dask.array.zeros(variable.shape, dtype=encoded.dtype, chunks=lazy_chunks)
@@ -331,42 +373,65 @@ def template_dataset(
     return ds.set_coords(coord_names)
 
 
-def write_template(
-    url: str,
-    template: xr.Dataset,
-    zarr_format: int = 3,
-    storage_options: dict | None = None,
-) -> dict[str, bytes]:
-    """Replace whatever is at ``url`` with a store holding all metadata and the concat coordinates.
+def write_template(url: str, files: Mapping[str, bytes], storage_options: dict | None = None) -> None:
+    """Replace whatever is at ``url`` with the chunks of a rendered template (its concat coordinates).
 
-    The root group metadata is *not* written: it is returned, for the caller to
-    publish once every chunk is written (see :mod:`arcoforge.state`). Until
-    then readers of ``url`` find no group, rather than fill values standing in
-    for chunks not yet written. xarray writes the template into memory first,
-    so the target only ever receives whole documents.
+    Its metadata documents are *not* written: the caller holds them back and
+    publishes them once every chunk is written (see :mod:`arcoforge.state`).
+    Until then readers of ``url`` find nothing, rather than fill values
+    standing in for chunks not yet written.
     """
-    documents: dict[str, Any] = {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", category=UserWarning)
-        template.to_zarr(
-            zarr.storage.MemoryStore(documents), mode="w", compute=False, consolidated=False,
-            zarr_format=zarr_format,
-        )
     fs, path = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
     if fs.exists(path):
         logger.warning("replacing the store at %s", url)
         fs.rm(path, recursive=True)
-    held, files = {}, {}
-    for key, buffer in documents.items():
-        if key in ROOT_KEYS[zarr_format]:
-            held[key] = buffer.to_bytes()
-        else:
-            files[f"{path}/{key}"] = buffer.to_bytes()
-    for parent in sorted({fs._parent(name) for name in files}):
+    chunks = {f"{path}/{key}": data for key, data in files.items() if not is_metadata_key(key)}
+    for parent in sorted({fs._parent(name) for name in chunks}):
         fs.makedirs(parent, exist_ok=True)
-    fs.pipe(files)
-    logger.info("wrote store template %s (%d variables)", url, len(template.variables))
-    return held
+    fs.pipe(chunks)
+    logger.info("wrote store template %s (%d coordinate chunks)", url, len(chunks))
+
+
+def render_plan(plan: "StorePlan") -> dict[str, bytes]:
+    """Every file of the plan's template: metadata documents and concat coordinate chunks."""
+    template = template_dataset(plan.schema, plan.chunks, plan.attrs, plan.zarr_encoding, plan.zarr_format,
+                                plan.shards)
+    return render_template(template, plan.zarr_format)
+
+
+def with_documents(plan: "StorePlan", existing: "ExistingStore | None" = None) -> "StorePlan":
+    """The plan with the metadata documents of the store it leaves (and the inputs the store then holds).
+
+    A bake renders its template; an append grows the store's own documents along its dimension.
+    """
+    urls = tuple(url for url in plan.schema.urls if url)
+    if existing is None:
+        rendered = render_plan(plan)
+        documents = consolidated({k: v for k, v in rendered.items() if is_metadata_key(k)}, plan.zarr_format)
+        return dataclasses.replace(plan, documents=documents, ingested=urls)
+    held = read_documents(plan.url, list(plan.schema.variables), plan.zarr_format, plan.storage_options)
+    documents = grow_documents(held, existing.append_dim, plan.schema.dims[existing.append_dim], plan.zarr_format)
+    return dataclasses.replace(plan, documents=documents, append_origin=existing.length,
+                               ingested=(*existing.ingested, *urls))
+
+
+def publish_bake(state: StoreState, plan: "StorePlan") -> None:
+    """Publish a bake whose chunks are all written: arrays' documents, then the root (the commit point)."""
+    checkpoint("bake.chunks")
+    arrays, roots = publication_order(plan.documents, plan.zarr_format)
+    state.publish(arrays)
+    checkpoint("bake.arrays")
+    state.publish(roots)  # readers now find the whole store
+    checkpoint("bake.commit")
+    if consolidate_dimension_coordinates(plan.url, plan.storage_options):  # (not for stores planned here)
+        consolidate_metadata(plan.url, plan.storage_options)
+    state.mark_complete({
+        "fingerprint": fingerprint(plan_description(plan)),
+        "lengths": {dim: plan.schema.dims[dim] for dim in plan.schema.concat_dims},
+        "n_tasks": plan.n_tasks,
+        "ingested": list(plan.ingested),
+    })
+    checkpoint("bake.complete")
 
 
 def plan_description(plan: "StorePlan") -> dict[str, Any]:
@@ -397,22 +462,16 @@ def plan_description(plan: "StorePlan") -> dict[str, Any]:
     }
 
 
-def write_region(
-    url: str,
-    name: str,
-    region: tuple[slice, ...],
-    values: np.ndarray,
-    variable: VariableSchema,
-    storage_options: dict | None = None,
-) -> int:
-    """Encode an assembled region of whole chunks (or shards) and write it; returns bytes written."""
-    encoded = encode_variable(name, values, variable)
+def write_region(plan: "StorePlan", name: str, region: tuple[slice, ...], values: np.ndarray) -> int:
+    """Encode an assembled region of whole chunks (or shards) and write it; returns bytes written.
+
+    The array is opened from the plan's metadata documents, not from the store,
+    whose published metadata still describes the old store (or none).
+    """
+    encoded = encode_variable(name, values, plan.schema.variables[name])
     # Every chunk is written, even one of fill values only: no scan for emptiness (it cost
     # a tenth of a bake), and a chunk that is missing always means it was never written.
-    # (zarr 3.1 ignores open_array(config=...); with_config is what takes effect.)
-    array = zarr.open_array(store=open_store(url, storage_options), path=name, mode="r+").with_config(
-        {"write_empty_chunks": True}
-    )
+    array = planned_array(plan.url, name, plan.documents, plan.zarr_format, plan.storage_options)
     data = np.asarray(encoded.values)
     if data.dtype != array.dtype:
         data = data.astype(array.dtype)
@@ -469,34 +528,6 @@ def _dimension_names(array: zarr.Array) -> tuple[str, ...] | None:
         return tuple(names) if names else None
     names = array.attrs.get("_ARRAY_DIMENSIONS")
     return tuple(names) if names else None
-
-
-def resize_for_append(plan: "StorePlan") -> None:
-    """Grow every array that spans the append dimension to the plan's length (coordinates excepted).
-
-    Readers of the consolidated metadata keep seeing the old length until the
-    append completes and metadata is consolidated again.
-    """
-    group = zarr.open_group(store=open_store(plan.url, plan.storage_options), mode="r+", use_consolidated=False)
-    for name, variable in plan.schema.variables.items():
-        if plan.append_dim in variable.dims and name not in plan.schema.concat_coords:
-            array = group[name]
-            if tuple(array.shape) != tuple(variable.shape):
-                array.resize(variable.shape)
-
-
-def rewrite_coordinate(plan: "StorePlan", name: str) -> None:
-    """Write a concat coordinate whole, as one chunk, with its values after an append."""
-    group = zarr.open_group(store=open_store(plan.url, plan.storage_options), mode="r+", use_consolidated=False)
-    old = group[name]
-    values = np.asarray(encode_variable(name, plan.schema.concat_coords[name], plan.schema.variables[name]).values)
-    kwargs: dict[str, Any] = dict(
-        name=name, shape=values.shape, chunks=values.shape, dtype=old.dtype, fill_value=old.fill_value,
-        compressors=old.compressors, filters=old.filters, attributes=dict(old.attrs), overwrite=True,
-    )
-    if old.metadata.zarr_format == 3:
-        kwargs["dimension_names"] = old.metadata.dimension_names
-    group.create_array(**kwargs)[:] = values.astype(old.dtype)
 
 
 def consolidate_metadata(url: str, storage_options: dict | None = None) -> None:

@@ -56,7 +56,7 @@ class RuntimeDefaults:
     lease_ttl: float | None = None
     # Append new inputs to existing stores along their concat dim (arcoforge bake --append).
     append: bool = False
-    # Remote inputs (see arcoforge.storage and docs/object-storage.md). ``cache_root``: where
+    # Remote inputs (see arcoforge.io and docs/object-storage.md). ``cache_root``: where
     # OpenURLWithFSSpec keeps verified copies of inputs (a local path or fsspec URL).
     cache_root: str | None = None
     # fsspec options for opening inputs (endpoint_url, key/secret, anon, profile, headers...),
@@ -67,7 +67,7 @@ class RuntimeDefaults:
     max_concurrency: int | None = None
     # "raise" (default) stops on a bad input; "skip" drops it, fills its positions, records it.
     on_error: str | None = None
-    # Seconds one input may take to read, all tries included (see arcoforge.deadline).
+    # Seconds one input may take to read, all tries included (see arcoforge.io.deadline).
     input_deadline: float | None = None
 
 

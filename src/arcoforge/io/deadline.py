@@ -4,7 +4,7 @@ A socket timeout alone does not bound a read: fsspec asks for a file's size
 (``HEAD``) and then its body, each waiting up to the read timeout, and every
 retry waits again (5 tries of two 60 s waits: about 10 minutes for one input).
 :func:`call_within` runs one try in a helper thread and stops waiting for it
-when the deadline passes; the retry loop (:func:`arcoforge.storage.call_with_retries`)
+when the deadline passes; the retry loop (:func:`arcoforge.io.retries.call_with_retries`)
 neither starts a try nor sleeps past it. A try abandoned this way finishes, or
 times out, in the background; its result is dropped.
 """

@@ -8,6 +8,11 @@ resolved from them or from ``jsonschema-specifications`` (the draft-07
 meta-schema); nothing is ever fetched, so validation works the same after
 ``pip install``, in CI and without a network. ``$ARCOFORGE_STAC_SCHEMAS`` or a
 ``schemas_dir`` argument names another folder with the same layout instead.
+
+:class:`OfflineSTACValidator` is that check on pystac's ``STACValidator``
+interface, so pystac objects validate offline too
+(``collection.validate(validator=OfflineSTACValidator())``);
+:func:`validate_stac` returns its errors as a list instead of raising.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from .catalog_io import read_json, resolve_href
 
 SCHEMAS_ENV = "ARCOFORGE_STAC_SCHEMAS"
 _CORE_SCHEMAS = {
@@ -86,13 +93,18 @@ def _resolve_schemas_dir(schemas_dir: str | os.PathLike | None) -> Path:
     return folder.resolve()
 
 
+def core_schema_url(kind: str, version: str) -> str | None:
+    """The URL of the core schema of a STAC document type (``Catalog``, ``Collection``, ``Feature``)."""
+    return f"https://schemas.stacspec.org/v{version}/{_CORE_SCHEMAS[kind]}" if kind in _CORE_SCHEMAS else None
+
+
 def schema_urls(document: Mapping[str, Any]) -> list[str]:
     """The core schema URL for a document's type and STAC version, then its extension schemas."""
     kind = document.get("type")
     version = document.get("stac_version")
     urls = []
     if kind in _CORE_SCHEMAS and isinstance(version, str):
-        urls.append(f"https://schemas.stacspec.org/v{version}/{_CORE_SCHEMAS[kind]}")
+        urls.append(core_schema_url(kind, version))
     extensions = document.get("stac_extensions") or []
     urls.extend(str(url) for url in extensions if isinstance(extensions, list))
     return urls
@@ -129,6 +141,117 @@ def _error_message(name: str, error: Any, schema_url: str, prefix: str = "") -> 
     return f"{name}: field {where}: {leaf.message} [schema {schema_url}]"
 
 
+class OfflineSTACValidator:
+    """A pystac validator that checks against a local schema folder and never touches the network.
+
+    ``collection.validate(validator=OfflineSTACValidator())`` validates a pystac
+    object with the schemas shipped with arcoforge (or ``schemas_dir``, else
+    ``$ARCOFORGE_STAC_SCHEMAS``); a failure raises :class:`pystac.STACValidationError`
+    whose message holds arcoforge's one-line errors and whose ``source`` is their
+    list. :meth:`errors` is the same check returning every error at once, as
+    :func:`validate_stac` does. pystac's own ``JsonSchemaSTACValidator`` cannot
+    be given a schema registry (pystac 1.15) and fetches what it does not bundle,
+    hence this class. It implements pystac's ``STACValidator`` interface and is
+    registered as one when first built: subclassing it would import jsonschema
+    with ``arcoforge.stac``, which every recipe imports, for a check run once per bake.
+    """
+
+    def __init__(self, schemas_dir: str | os.PathLike | None = None) -> None:
+        from pystac.validation import STACValidator
+
+        STACValidator.register(OfflineSTACValidator)
+        self.folder = _resolve_schemas_dir(schemas_dir)
+        self.registry = _schema_registry(str(self.folder))
+
+    def _schema(self, url: str) -> dict[str, Any] | None:
+        from referencing.exceptions import NoSuchResource
+
+        try:
+            return self.registry.contents(url)
+        except NoSuchResource:
+            return None
+
+    def _missing(self, url: str, name: str) -> str:
+        return f"{name}: schema {url} is not in {self.folder}; the document cannot be validated against it"
+
+    def _check(self, url: str, schema: dict[str, Any], instance: Any, name: str, prefix: str = "") -> list[str]:
+        """Error lines of ``instance`` against ``schema`` (published at ``url``), each once."""
+        from jsonschema import Draft7Validator
+        from jsonschema.validators import validator_for
+        from referencing.exceptions import Unresolvable
+
+        cls = validator_for(schema, default=Draft7Validator)
+        validator = cls(schema, registry=self.registry, format_checker=cls.FORMAT_CHECKER)
+        try:
+            found = sorted(validator.iter_errors(instance), key=lambda e: [str(p) for p in e.absolute_path])
+        except Unresolvable as error:
+            return [f"{name}: schema {url} refers to {error.ref}, which is not in {self.folder}"]
+        return list(dict.fromkeys(_error_message(name, error, url, prefix) for error in found))
+
+    @staticmethod
+    def _zarr_asset_checks(document: Mapping[str, Any]) -> list[tuple[str, dict[str, Any], Any, str]]:
+        """The zarr extension v1.0.0 defines its asset fields for Items only; Collections' assets are checked here."""
+        fields_url = _ZARR_V1_0 + "#/definitions/fields"
+        return [(fields_url, {"$ref": fields_url}, asset, f"assets/{key}")
+                for key, asset in (document.get("assets") or {}).items()]
+
+    def errors(self, document: Mapping[str, Any], name: str = "document") -> list[str]:
+        """Every error of ``document`` against its core schema and the extension schemas it declares."""
+        errors: list[str] = []
+        if document.get("type") not in _CORE_SCHEMAS:
+            errors.append(f"{name}: field type: {document.get('type')!r} is not one of {sorted(_CORE_SCHEMAS)}")
+        if not isinstance(document.get("stac_version"), str):
+            errors.append(f"{name}: field stac_version: missing or not a string")
+        checks: list[tuple[str, dict[str, Any], Any, str]] = []
+        for url in schema_urls(document):
+            schema = self._schema(url)
+            if schema is None:
+                errors.append(self._missing(url, name))
+            else:
+                checks.append((url, schema, document, ""))
+        if document.get("type") == "Collection" and _ZARR_V1_0 in (document.get("stac_extensions") or []):
+            checks.extend(self._zarr_asset_checks(document))
+        for url, schema, instance, prefix in checks:
+            errors.extend(m for m in self._check(url, schema, instance, name, prefix) if m not in errors)
+        return errors
+
+    def _validate_against(self, url: str, stac_dict: dict[str, Any], kind: str, href: str | None) -> str:
+        name = href or f"{kind} {stac_dict.get('id')!r}"
+        schema = self._schema(url)
+        errors = [self._missing(url, name)] if schema is None else self._check(url, schema, stac_dict, name)
+        if url == _ZARR_V1_0 and kind == "Collection":
+            for fields_url, fields, asset, prefix in self._zarr_asset_checks(stac_dict):
+                errors.extend(self._check(fields_url, fields, asset, name, prefix))
+        if errors:
+            from pystac import STACValidationError
+
+            raise STACValidationError("\n".join(errors), source=errors)
+        return url
+
+    def validate(self, stac_dict: dict[str, Any], stac_object_type: Any, stac_version: str,
+                 extensions: list[str], href: str | None = None) -> list[str]:
+        """pystac's entry point: the core schema, then each extension; returns the schema URLs checked."""
+        document = json.loads(json.dumps(stac_dict))  # tuples become lists, as the schemas expect
+        core = self.validate_core(document, stac_object_type, stac_version, href)
+        checked = [core] if core is not None else []
+        for extension in extensions:
+            checked.append(self.validate_extension(document, stac_object_type, stac_version, extension, href))
+        return checked
+
+    def validate_core(self, stac_dict: dict[str, Any], stac_object_type: Any, stac_version: str,
+                      href: str | None = None) -> str | None:
+        """Validate against the core schema; returns its URL, raises STACValidationError listing the errors."""
+        kind = str(getattr(stac_object_type, "value", stac_object_type))
+        url = core_schema_url(kind, stac_version)
+        return None if url is None else self._validate_against(url, stac_dict, kind, href)
+
+    def validate_extension(self, stac_dict: dict[str, Any], stac_object_type: Any, stac_version: str,
+                           extension_id: str, href: str | None = None) -> str:
+        """Validate against one extension schema; returns its URL, raises STACValidationError listing the errors."""
+        kind = str(getattr(stac_object_type, "value", stac_object_type))
+        return self._validate_against(extension_id, stac_dict, kind, href)
+
+
 def validate_stac(
     document: Mapping[str, Any],
     schemas_dir: str | os.PathLike | None = None,
@@ -144,48 +267,14 @@ def validate_stac(
     v1.0.0 also get their assets' ``zarr:`` fields checked against that
     schema's own field definitions, which it applies to Item assets only.
     """
-    from jsonschema import Draft7Validator
-    from jsonschema.validators import validator_for
-    from referencing.exceptions import NoSuchResource, Unresolvable
-
-    folder = _resolve_schemas_dir(schemas_dir)
-    registry = _schema_registry(str(folder))
-    errors: list[str] = []
-    if document.get("type") not in _CORE_SCHEMAS:
-        errors.append(f"{name}: field type: {document.get('type')!r} is not one of {sorted(_CORE_SCHEMAS)}")
-    if not isinstance(document.get("stac_version"), str):
-        errors.append(f"{name}: field stac_version: missing or not a string")
-    checks: list[tuple[str, dict[str, Any], Any, str]] = []
-    for url in schema_urls(document):
-        try:
-            schema = registry.contents(url)
-        except NoSuchResource:
-            errors.append(f"{name}: schema {url} is not in {folder}; the document cannot be validated against it")
-            continue
-        checks.append((url, schema, document, ""))
-    if document.get("type") == "Collection" and _ZARR_V1_0 in (document.get("stac_extensions") or []):
-        fields_url = _ZARR_V1_0 + "#/definitions/fields"
-        for key, asset in (document.get("assets") or {}).items():
-            checks.append((fields_url, {"$ref": fields_url}, asset, f"assets/{key}"))
-    for url, schema, instance, prefix in checks:
-        cls = validator_for(schema, default=Draft7Validator)
-        validator = cls(schema, registry=registry, format_checker=cls.FORMAT_CHECKER)
-        try:
-            found = sorted(validator.iter_errors(instance), key=lambda e: [str(p) for p in e.absolute_path])
-            messages = (_error_message(name, error, url, prefix) for error in found)
-            errors.extend(dict.fromkeys(m for m in messages if m not in errors))  # branches may repeat one
-        except Unresolvable as error:
-            errors.append(f"{name}: schema {url} refers to {error.ref}, which is not in {folder}")
-    return errors
+    return OfflineSTACValidator(schemas_dir).errors(document, name)
 
 
 def validate_stac_file(path: str | os.PathLike, schemas_dir: str | os.PathLike | None = None,
                        storage_options: Mapping[str, Any] | None = None) -> list[str]:
     """Validate the STAC document at ``path`` (local or fsspec URL); returns error messages."""
-    from .stac import _read_json
-
     try:
-        document = _read_json(str(path), storage_options)
+        document = read_json(str(path), storage_options)
     except ValueError as error:
         return [str(error)]
     if document is None:
@@ -196,7 +285,6 @@ def validate_stac_file(path: str | os.PathLike, schemas_dir: str | os.PathLike |
 def validate_stac_tree(catalog_path: str | os.PathLike, schemas_dir: str | os.PathLike | None = None,
                        storage_options: Mapping[str, Any] | None = None) -> list[str]:
     """Validate a catalog and every document its ``child`` and ``item`` links lead to."""
-    from .stac import _read_json, _resolve_href
 
     errors: list[str] = []
     seen: set[str] = set()
@@ -208,22 +296,20 @@ def validate_stac_tree(catalog_path: str | os.PathLike, schemas_dir: str | os.Pa
         seen.add(path)
         errors.extend(validate_stac_file(path, schemas_dir, storage_options))
         try:
-            document = _read_json(path, storage_options) or {}
+            document = read_json(path, storage_options) or {}
         except ValueError:
             continue  # reported by validate_stac_file
         for link in document.get("links", []):
             if isinstance(link, dict) and link.get("rel") in ("child", "item") and isinstance(link.get("href"), str):
-                pending.append(_resolve_href(link["href"], path))
+                pending.append(resolve_href(link["href"], path))
     return errors
 
 
 def validate_stac_path(path: str | os.PathLike, schemas_dir: str | os.PathLike | None = None,
                        storage_options: Mapping[str, Any] | None = None) -> list[str]:
     """Validate a document; a Catalog together with every document it links to (``arcoforge stac validate``)."""
-    from .stac import _read_json
-
     try:
-        document = _read_json(str(path), storage_options) or {}
+        document = read_json(str(path), storage_options) or {}
     except ValueError:
         document = {}
     if document.get("type") == "Catalog":
