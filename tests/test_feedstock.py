@@ -255,7 +255,7 @@ def test_lint_finds_format_functions_that_fail_and_mismatched_combine_dims(tmp_p
 
 def test_prune_reaches_a_create_inside_a_composite_and_keeps_merge_dims(tmp_path):
     from arcoforge import ConcatDim, FilePattern, MergeDim
-    from arcoforge.runners import local_runner
+    from arcoforge.runtime.runners import local_runner
 
     pattern = FilePattern(lambda v, t: f"{v}-{t}", MergeDim("v", ["a", "b"]), ConcatDim("t", list(range(5))))
     seen = tmp_path / "seen.txt"

@@ -128,7 +128,7 @@ def test_an_append_grid_covers_only_the_new_region():
 REPEATED_TASKS = """
 import resource, sys
 import numpy as np
-from arcoforge.rechunk import keep_freed_memory_for_reuse, release_freed_memory
+from arcoforge.runtime.memory import keep_freed_memory_for_reuse, release_freed_memory
 if sys.argv[1] == "reuse":
     assert keep_freed_memory_for_reuse()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt

@@ -1,6 +1,6 @@
 """Runners: Dask for real on a 2-worker LocalCluster, Dataflow as a dry run, Flink options.
 
-The Dask tests check what Beam's own DaskRunner gets wrong (see arcoforge.dask_runner):
+The Dask tests check what Beam's own DaskRunner gets wrong (see arcoforge.runtime.dask_runner):
 every step runs exactly once, side inputs are computed once, every branch runs,
 finish_bundle outputs and tagged outputs arrive, and a recipe's store equals
 ``xr.open_mfdataset`` of its inputs value by value.
@@ -20,15 +20,14 @@ import xarray as xr
 from arcoforge import OpenURLWithFSSpec, OpenWithXarray, StoreToZarr, pattern_from_file_sequence
 from arcoforge.cli import EXIT_INPUT, EXIT_OK, EXIT_RECIPE, main
 from arcoforge.errors import RecipeError
-from arcoforge.runners import (
+from arcoforge.runtime.pipeline_options import (
     check_dataflow_job_name,
-    choose_runner,
     dask_pipeline_options,
     dataflow_job_name,
     dataflow_pipeline_options,
     flink_pipeline_options,
-    use_runtime_defaults,
 )
+from arcoforge.runtime.runners import choose_runner, use_runtime_defaults
 
 FEEDSTOCKS = Path(__file__).parents[1] / "feedstocks"
 
@@ -47,7 +46,7 @@ def dask_address():
 
 
 def _run_on_dask(pipeline_body, address, npartitions=None):
-    from arcoforge.dask_runner import DaskRunner
+    from arcoforge.runtime.dask_runner import DaskRunner
 
     pipeline = beam.Pipeline(runner=DaskRunner(), options=dask_pipeline_options(address, npartitions))
     pipeline_body(pipeline)

@@ -16,7 +16,7 @@ import pytest
 import xarray as xr
 
 from arcoforge.demo import write_demo_archive
-from arcoforge.runners import WORKER_PROCESS_BYTES
+from arcoforge.runtime.memory import WORKER_PROCESS_BYTES
 from arcoforge.state import LeaseError, StoreState, state_url, task_id
 
 RECIPE = textwrap.dedent('''

@@ -12,7 +12,8 @@ import xarray as xr
 import zarr
 
 import arcoforge as af
-from arcoforge.runners import local_pipeline_options, local_runner
+from arcoforge.runtime.pipeline_options import local_pipeline_options
+from arcoforge.runtime.runners import local_runner
 
 
 def pgf_recipe(pattern, target_root, **store_kwargs):

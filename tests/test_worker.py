@@ -12,7 +12,7 @@ import pytest
 import xarray as xr
 
 import arcoforge as af
-from arcoforge._worker import WarmWorkers
+from arcoforge.runtime.workers import WarmWorkers
 from arcoforge.cli import _local_workers_wanted
 
 
@@ -94,7 +94,7 @@ def test_the_command_starts_as_many_warm_workers_as_its_flags_ask_for(argv, want
 
 
 def test_socket_folders_of_killed_bakes_are_removed_once_stale(tmp_path, monkeypatch):
-    from arcoforge._worker import remove_stale_worker_folders
+    from arcoforge.runtime.workers import remove_stale_worker_folders
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     stale, fresh = tmp_path / "arcoforge-workers-old", tmp_path / "arcoforge-workers-new"

@@ -25,8 +25,8 @@ if TYPE_CHECKING:
     from .lease import LeaseError
     from .patterns import (CombineOp, ConcatDim, Dimension, FilePattern, FileType, Index, MergeDim, Position,
                            pattern_from_file_sequence)
-    from .runners import run_local, use_runtime_defaults
     from .io import InputCache, RetryPolicy
+    from .runtime.runners import run_local, use_runtime_defaults
     from .transforms import (ConsolidateDimensionCoordinates, ConsolidateMetadata, OpenURLWithFSSpec,
                              OpenWithXarray, Preprocess, StoreToZarr, WriteSTAC)
 
@@ -61,8 +61,8 @@ _PUBLIC = {
     "MergeDim": "patterns",
     "Position": "patterns",
     "pattern_from_file_sequence": "patterns",
-    "run_local": "runners",
-    "use_runtime_defaults": "runners",
+    "run_local": "runtime.runners",
+    "use_runtime_defaults": "runtime.runners",
     "ConsolidateDimensionCoordinates": "transforms",
     "ConsolidateMetadata": "transforms",
     "OpenURLWithFSSpec": "transforms",

@@ -79,8 +79,8 @@ def _setup_logging(verbose: int) -> None:
     logging.getLogger("arcoforge").setLevel(level)
     from . import import_quickly
 
-    import_quickly("arcoforge.runners", "arcoforge.transforms")  # what every command goes on to use
-    from .runners import quiet_beam_logging
+    import_quickly("arcoforge.runtime.runners", "arcoforge.transforms")  # what every command goes on to use
+    from .runtime.runners import quiet_beam_logging
 
     quiet_beam_logging(debug=verbose > 1)
 
@@ -109,10 +109,10 @@ class Events:
 
 
 class _JsonProgress:
-    """Follows a progress folder like :class:`~arcoforge.progress.ProgressReporter`, emitting JSON events."""
+    """Follows a progress folder like :class:`~arcoforge.runtime.progress.ProgressReporter`, emitting JSON events."""
 
     def __init__(self, progress_dir: str, events: Events, recipe_id: str, interval: float = 0.5):
-        from .progress import ProgressReporter
+        from .runtime.progress import ProgressReporter
 
         events_ref, last = events, [None]
 
@@ -269,7 +269,7 @@ def bake(
 
 def _runtime_values(**values: Any) -> dict[str, Any]:
     """The run-time defaults this version of :class:`RuntimeDefaults` knows, warning of the rest."""
-    from .runners import RuntimeDefaults
+    from .runtime.runners import RuntimeDefaults
 
     known = {f.name for f in dataclasses.fields(RuntimeDefaults)}
     for name in sorted(set(values) - known):
@@ -289,8 +289,9 @@ def _bake_recipe(ref: Any, config: Any, events: Events, *, prune: int | None, dr
 
     from .errors import RecipeError
     from .feedstock import prune_pipeline, pruned_recipe
-    from .progress import ProgressReporter
-    from .runners import choose_runner, dataflow_job_name, use_runtime_defaults
+    from .runtime.pipeline_options import dataflow_job_name
+    from .runtime.progress import ProgressReporter
+    from .runtime.runners import choose_runner, use_runtime_defaults
     from .stac import provenance, write_store_collection
     from .names import safe_relative_path
     from .state import StoreState, new_owner
@@ -714,16 +715,16 @@ def console_main() -> None:
     """The ``arcoforge`` command: :func:`main`, then exit without tearing the interpreter down.
 
     A bake's local worker processes are started first, to import while this
-    process does (:class:`~arcoforge._worker.WarmWorkers`). At the end every
+    process does (:class:`~arcoforge.runtime.workers.WarmWorkers`). At the end every
     store, temporary folder and report is finished; the teardown of Beam's,
     xarray's and zarr's modules only added half a second to every command.
     """
-    from ._worker import WarmWorkers
+    from .runtime.workers import WarmWorkers
 
     argv = sys.argv[1:]
     with WarmWorkers(_local_workers_wanted(argv)):  # before anything imports Beam here
         code = main(argv)
-    from .runners import exit_now
+    from .runtime.process import exit_now
 
     exit_now(code)
 

@@ -14,11 +14,14 @@ to every task it overlaps, a *piece* — its global start and a lazily indexed
 which they do whenever the budget allows), places them, encodes and writes.
 So no worker holds more than one task, and the runner's shuffle holds only
 small references.
+
+Only the arithmetic and the reading of pieces live here; how a worker process
+manages its memory around the tasks (glibc, netCDF-C's chunk cache, the one
+:class:`TaskBuffer` it keeps) is :mod:`arcoforge.runtime.memory`.
 """
 
 from __future__ import annotations
 
-import ctypes
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -34,72 +37,6 @@ from .patterns import Index
 # Tasks grow along concat dimensions up to this size, to keep per-task overhead small.
 TASK_TARGET_BYTES = 128 * 2**20
 
-# netCDF-C keeps a cache of inflated HDF5 chunks for every variable of every open file, 64 MiB
-# each by default, and xarray keeps up to 128 files open: a write task that reads 30 files held
-# their inflated chunks long after reading them (measured: ~400 MB a worker). A piece is read in
-# one call that inflates each chunk once, so the cache saves nothing here.
-NETCDF_CHUNK_CACHE_BYTES = 0
-
-
-def limit_netcdf_chunk_cache(nbytes: int = NETCDF_CHUNK_CACHE_BYTES) -> None:
-    """Set netCDF-C's chunk cache for files opened from now on in this process.
-
-    Called by the transforms that open inputs and write tasks, so that merely
-    importing arcoforge changes nothing for other code in the process.
-    """
-    try:
-        import netCDF4
-    except ImportError:  # then no input is read through netCDF-C
-        return
-    _, nelems, preemption = netCDF4.get_chunk_cache()
-    netCDF4.set_chunk_cache(nbytes, nelems, preemption)
-
-
-# glibc mallopt parameters (malloc.h)
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
-_allocator_keeps_freed_memory = False
-
-
-def keep_freed_memory_for_reuse() -> bool:
-    """Make glibc keep memory a task frees and serve the next task's arrays from it.
-
-    Every task allocates the same arrays: pieces of a few MB, HDF5 and Blosc
-    buffers. By default each thread of the SDK harness gets its own heap, and
-    the trim after each task handed the memory back, so every byte a task
-    touched was a new page fault (measured on the benchmark: 2.1 million faults
-    and 8.7 s of system time; 0.71 million and 6.5 s with this, 1.5 s less wall
-    time). One heap and no trimming; arrays over 32 MiB (a task's
-    assembled buffer) still get their own mapping, returned when freed, which
-    keeps the heap from fragmenting. For arcoforge's own worker processes only;
-    returns False off glibc.
-    """
-    global _allocator_keeps_freed_memory
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        tuned = all(libc.mallopt(param, value) == 1 for param, value in (
-            (_M_ARENA_MAX, 1), (_M_MMAP_THRESHOLD, 32 * 2**20), (_M_TRIM_THRESHOLD, 2**31 - 1)))
-    except (OSError, AttributeError):
-        return False
-    _allocator_keeps_freed_memory = tuned
-    return tuned
-
-
-def release_freed_memory() -> None:
-    """Hand memory freed by a finished task back to the OS (glibc keeps it otherwise).
-
-    Reading a task's pieces allocates many arrays of a few MB that glibc serves
-    from per-thread heaps and keeps after they are freed; without this a worker's
-    RSS stays one task's worth above what it holds. Skipped where
-    :func:`keep_freed_memory_for_reuse` made the process reuse that memory
-    instead; no-op off glibc.
-    """
-    if _allocator_keeps_freed_memory:
-        return
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
 
 class TaskBuffer:
     """The array a worker assembles its tasks in, kept for the next task of the same shape and dtype.
@@ -107,7 +44,8 @@ class TaskBuffer:
     A fresh array of a task's size is new memory, each page of it faulted in
     as pieces are copied in (measured: 45 ms to fill a new 124 MB buffer, 8 ms
     a reused one). Only one is kept; it is part of the task's working memory
-    that the plan budgets for.
+    that the plan budgets for. A worker's own is
+    :func:`arcoforge.runtime.memory.worker_task_buffer`.
     """
 
     def __init__(self) -> None:
@@ -118,15 +56,6 @@ class TaskBuffer:
             self._array = None  # the old one goes before the new one is allocated
             self._array = np.empty(shape, dtype=dtype)
         return self._array
-
-
-_task_buffer = TaskBuffer()
-
-
-def worker_task_buffer() -> TaskBuffer | None:
-    """This process's :class:`TaskBuffer` if it is one of arcoforge's workers (see
-    :func:`keep_freed_memory_for_reuse`); None in any other process, which then gets its memory back."""
-    return _task_buffer if _allocator_keeps_freed_memory else None
 
 
 TaskKey = tuple[str, tuple[int, ...]]

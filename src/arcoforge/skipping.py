@@ -85,7 +85,7 @@ def read_skipped_inputs(attrs: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 def report_skipped(record: SkippedInput, progress_dir: str | None = None) -> None:
     """Say that an input is skipped: a warning, and an event for the run summary."""
-    from .progress import record_event
+    from .runtime.progress import record_event
 
     where = describe_input(record.index, record.url)
     logger.warning("skipping an input: %s", record.error if where in record.error else f"{where}: {record.error}")

@@ -44,15 +44,10 @@ from .patterns import Dimension, FileType, Index, check_combine_dims, nitems_per
 from .zarr_encoding import check_encoding
 from .input_checks import DEFAULT_MAX_ATTR_BYTES, check_inputs, drop_large_attrs
 from .chunking import parse_size
-from .progress import record_event
-from .rechunk import (
-    assemble_task,
-    input_pieces,
-    limit_netcdf_chunk_cache,
-    release_freed_memory,
-    worker_task_buffer,
-)
-from .runners import local_data_budget, runtime_defaults
+from .rechunk import assemble_task, input_pieces
+from .runtime.memory import limit_netcdf_chunk_cache, local_data_budget, release_freed_memory, worker_task_buffer
+from .runtime.progress import record_event
+from .runtime.runners import runtime_defaults
 from .schema import combine_schemas, input_schema
 from .stac import link_collection, provenance, provenance_attrs, write_store_collection
 from . import append_txn

@@ -1,4 +1,11 @@
-"""Running recipes on Apache Beam, and the run-time defaults a recipe may leave out.
+"""How a recipe is run on Apache Beam: the runner chosen, and the run-time defaults a recipe may leave out.
+
+Owns the choice of runner (``direct``, ``dask``, ``dataflow``, ``flink``) and
+what starting it takes (the embedded runner's worker command, a dask
+LocalCluster), :func:`run_local`, and the run-time defaults the CLI sets while
+a pipeline is built (a module global for now; a frozen bake context replaces
+it). The options themselves are built in :mod:`arcoforge.runtime.pipeline_options`,
+the worker processes are :mod:`arcoforge.runtime.workers`.
 
 The embedded default is Beam's FnApiRunner: in this process, or in several
 local worker processes. It is chosen directly because Beam's ``DirectRunner``
@@ -9,8 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import re
 import shlex
 import sys
 from collections.abc import Iterator
@@ -20,7 +25,13 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from .errors import RecipeError
+from ..errors import RecipeError
+from .pipeline_options import (
+    dask_pipeline_options,
+    dataflow_pipeline_options,
+    flink_pipeline_options,
+    local_pipeline_options,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +45,7 @@ class RuntimeDefaults:
     # Local worker processes sharing this machine's memory, and an override of StoreToZarr.max_mem.
     num_workers: int = 1
     max_mem: str | int | None = None
-    # Where workers record progress events (see arcoforge.progress); local bakes only.
+    # Where workers record progress events (see arcoforge.runtime.progress); local bakes only.
     progress_dir: str | None = None
     # What the runner knows of the recipe (recipe_id, recipe_sha256, pattern_sha256), for provenance.
     provenance: dict | None = None
@@ -80,74 +91,28 @@ def use_runtime_defaults(**values: Any) -> Iterator[RuntimeDefaults]:
         _RUNTIME = previous
 
 
-# Memory of one local worker process before it holds any data: an interpreter with Beam, xarray,
-# zarr and the netCDF libraries loaded (measured: 250-300 MiB).
-WORKER_PROCESS_BYTES = 300 * 2**20
-
-
-def local_data_budget(max_mem: int, num_workers: int) -> int:
-    """Bytes of array data each of ``num_workers`` local processes may hold within ``max_mem`` in all.
-
-    Worker processes beyond the first cost their own memory out of the same machine.
-
-    >>> local_data_budget(2**30, 1) == 2**30
-    True
-    >>> local_data_budget(2**30, 2) // 2**20
-    362
-    """
-    budget = (max_mem - (max(num_workers, 1) - 1) * WORKER_PROCESS_BYTES) // max(num_workers, 1)
-    if budget <= 0:
-        raise RecipeError(
-            f"max_mem={max_mem / 2**20:.0f} MiB cannot hold {num_workers} local worker processes of about "
-            f"{WORKER_PROCESS_BYTES / 2**20:.0f} MiB each; raise max_mem or use fewer workers"
-        )
-    return budget
-
-
-def local_pipeline_options(num_workers: int = 1, **options: Any) -> PipelineOptions:
-    """Options for the local runner: one process, or ``num_workers`` worker processes."""
-    if num_workers < 1:
-        raise RecipeError(f"num_workers must be at least 1, got {num_workers}")
-    return PipelineOptions(flags=[], direct_num_workers=num_workers, **options)
-
-
 def local_runner(num_workers: int = 1) -> beam.runners.PipelineRunner:
     """The embedded runner, which never touches the network.
 
     With several workers, each is a local process started through
-    :mod:`arcoforge._worker` (Beam's SDK harness with its chatter kept off
-    stderr), or one of the :class:`~arcoforge._worker.WarmWorkers` started ahead.
+    :mod:`arcoforge.runtime.workers` (Beam's SDK harness with its chatter kept
+    off stderr), or one of the :class:`~arcoforge.runtime.workers.WarmWorkers`
+    started ahead.
     Beam's own ``multi_processing`` mode would replace that command, so the
     environment is given to the runner directly.
     """
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
     from apache_beam.transforms import environments
 
-    from ._worker import WarmWorkers, attach_command
+    from .workers import WORKER_MODULE, WarmWorkers, attach_command
 
     if num_workers == 1:
         return FnApiRunner()
     warm = WarmWorkers.active_folder()
-    command = attach_command(warm) if warm else f"{shlex.quote(sys.executable)} -m arcoforge._worker"
+    command = attach_command(warm) if warm else f"{shlex.quote(sys.executable)} -m {WORKER_MODULE}"
     return FnApiRunner(
         default_environment=environments.SubprocessSDKEnvironment.from_command_string(command_string=command)
     )
-
-
-def exit_now(code: int) -> None:
-    """End this process once its work is done and its output flushed, skipping interpreter teardown.
-
-    Tearing down the thousands of modules a worker imported (and the collections
-    that run on the way) took 0.5 s per process after the last task, while the
-    bake waited; nothing is left to release that the OS does not reclaim.
-    """
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
-    os._exit(code)
 
 
 def quiet_beam_logging(debug: bool = False) -> None:
@@ -177,121 +142,6 @@ def run_local(recipe: beam.PTransform, num_workers: int = 1, **options: Any) -> 
 # Choosing a runner: direct (the embedded one), dask, dataflow, flink; options from a bake's config
 
 RUNNER_NAMES = ("direct", "dask", "dataflow", "flink")
-# The Dataflow API's rule for job names.
-DATAFLOW_JOB_NAME_PATTERN = r"[a-z]([-a-z0-9]{0,1022}[a-z0-9])?"
-DATAFLOW_JOB_NAME_MAX = 1024
-# Names arcoforge makes up itself stay short enough to read in the console.
-DATAFLOW_DERIVED_NAME_MAX = 63
-DATAFLOW_REQUIRED = ("project", "region", "temp_location")
-# gs://bucket[/path], with a bucket name Beam's validator accepts.
-GCS_LOCATION_PATTERN = r"gs://[a-z0-9][-_a-z0-9.]+[a-z0-9](/.*)?"
-
-
-def dataflow_job_name(*parts: str, max_length: int = DATAFLOW_DERIVED_NAME_MAX) -> str:
-    """A valid Dataflow job name made of ``parts`` (feedstock, recipe id, time), the last part kept whole.
-
-    Lowercase; every run of other characters becomes one hyphen; a name that would
-    not start with a letter gets ``job-`` in front; cut to ``max_length``.
-
-    >>> dataflow_job_name("My_Feedstock", "daily SST", "20260101T120000")
-    'my-feedstock-daily-sst-20260101t120000'
-    >>> dataflow_job_name("2024 archive")
-    'job-2024-archive'
-    """
-    cleaned = [re.sub(r"[^a-z0-9]+", "-", str(part).lower()).strip("-") for part in parts]
-    cleaned = [part for part in cleaned if part]
-    name = "-".join(cleaned) or "arcoforge"
-    if not name[0].isalpha():
-        name = "job-" + name
-    if len(name) > max_length:
-        tail = cleaned[-1][: max_length // 2] if len(cleaned) > 1 else ""
-        head = name[: max_length - len(tail) - (1 if tail else 0)].rstrip("-")
-        name = f"{head}-{tail}" if tail else head
-    return name.rstrip("-")
-
-
-def check_dataflow_job_name(name: str) -> str:
-    """``name`` if Dataflow accepts it, else a :class:`RecipeError` saying the rule and a valid spelling."""
-    if re.fullmatch(DATAFLOW_JOB_NAME_PATTERN, name) is None:
-        raise RecipeError(
-            f"Dataflow job name {name!r} is not valid: expected lowercase letters, digits and hyphens, "
-            f"starting with a letter, ending with a letter or digit, at most {DATAFLOW_JOB_NAME_MAX} "
-            f"characters (e.g. {dataflow_job_name(name, max_length=DATAFLOW_JOB_NAME_MAX)!r})"
-        )
-    return name
-
-
-def dataflow_pipeline_options(settings: dict[str, Any], job_name: str, extra: dict[str, Any] | None = None,
-                              dry_run: bool = False) -> PipelineOptions:
-    """Beam options for Google Cloud Dataflow from a config's ``[runner.dataflow]`` table.
-
-    ``project``, ``region`` and ``temp_location`` (``gs://``) are required;
-    ``job_name`` defaults to ``job_name``; ``labels`` is a table of strings;
-    everything else (``machine_type``, ``max_num_workers``, ``sdk_container_image``,
-    ...) is a Beam Dataflow option of the same name. ``extra`` is any other Beam
-    option. ``dry_run`` builds and checks the job without submitting it.
-    """
-    missing = [key for key in DATAFLOW_REQUIRED if not settings.get(key)]
-    if missing:
-        raise RecipeError(
-            "--runner dataflow needs " + ", ".join(f"runner.dataflow.{key}" for key in missing)
-            + " in the config file (--config FILE); e.g. project = \"my-project\", region = \"europe-west1\", "
-            "temp_location = \"gs://my-bucket/tmp\""
-        )
-    for key in ("temp_location", "staging_location"):
-        # Beam answers a location it finds invalid by creating a default bucket, which waits on the network.
-        if settings.get(key) and not re.fullmatch(GCS_LOCATION_PATTERN, str(settings[key])):
-            raise RecipeError(f"runner.dataflow.{key} must be a gs:// URL with a valid bucket name "
-                              f"(gs://my-bucket/tmp), got {settings[key]!r}")
-    options = {**(extra or {}), **{key: value for key, value in settings.items() if key != "labels"}}
-    if settings.get("labels"):
-        options["labels"] = [f"{key}={value}" for key, value in settings["labels"].items()]
-    options["job_name"] = check_dataflow_job_name(str(settings.get("job_name") or job_name))
-    options["runner"] = "DataflowRunner"
-    if dry_run:
-        options["dry_run"] = True
-    return PipelineOptions(flags=[], **options)
-
-
-def flink_pipeline_options(settings: dict[str, Any], extra: dict[str, Any] | None = None) -> PipelineOptions:
-    """Beam options for Apache Flink from a config's ``[runner.flink]`` table.
-
-    Either ``job_endpoint`` (a running Beam Flink job server, ``host:8099``: the
-    PortableRunner submits to it) or ``flink_master`` (the Flink REST endpoint,
-    ``host:8081``: Beam's FlinkRunner starts a job server from
-    ``flink_job_server_jar``, or downloads the jar for ``flink_version``).
-    ``environment_type``/``environment_config`` say how Flink's task managers run
-    Python (``DOCKER`` and an image holding arcoforge, ``EXTERNAL`` and a worker
-    pool address, ``PROCESS``); ``parallelism``, ``max_parallelism``.
-    """
-    master, endpoint = settings.get("flink_master"), settings.get("job_endpoint")
-    if not master and not endpoint:
-        raise RecipeError(
-            "--runner flink needs a Flink cluster: set runner.flink.flink_master (the Flink REST endpoint, "
-            "host:8081) or runner.flink.job_endpoint (a running Beam Flink job server, host:8099) in the "
-            "config file, or pass --flink-master; arcoforge does not start a Flink cluster itself"
-        )
-    if master in ("[local]", "[auto]") and not settings.get("flink_job_server_jar"):
-        raise RecipeError(
-            f"runner.flink.flink_master = {master!r} makes Beam start an embedded Flink from a job server jar "
-            "it downloads; give the jar as runner.flink.flink_job_server_jar, or name a real cluster"
-        )
-    options = {**(extra or {}), **settings}
-    if endpoint:
-        options.pop("flink_master", None)
-        options["runner"] = "PortableRunner"
-    else:
-        options["runner"] = "FlinkRunner"
-    return PipelineOptions(flags=[], **options)
-
-
-def dask_pipeline_options(address: str, npartitions: int | None = None,
-                          extra: dict[str, Any] | None = None) -> PipelineOptions:
-    """Options for arcoforge's :class:`~arcoforge.dask_runner.DaskRunner` on the scheduler at ``address``."""
-    flags = [f"--dask_client_address={address}"]
-    if npartitions:
-        flags.append(f"--dask_npartitions={int(npartitions)}")
-    return PipelineOptions(flags=flags, **(extra or {}))
 
 
 @contextlib.contextmanager

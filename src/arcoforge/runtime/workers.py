@@ -1,4 +1,10 @@
-"""Entry point of local worker processes: Beam's SDK harness, minus its start-up chatter.
+"""Local worker processes: Beam's SDK harness minus its chatter, started warm ahead of the runner.
+
+Owns the entry point the embedded runner's worker command runs
+(``python -m arcoforge.runtime.workers``), the environment those processes run
+with, and :class:`WarmWorkers`. Only the standard library at import: the
+``arcoforge`` command imports this before Beam, and a worker re-executes itself
+with its tunables before importing anything heavy.
 
 Beam's own worker logs every gRPC step at INFO on stderr and repeats each
 failure with a full traceback; the parent process reports failures itself. Set
@@ -39,6 +45,10 @@ import threading
 import time
 import warnings
 
+from .process import exit_now
+
+# What ``python -m`` runs in a worker process; the runner's worker command names it too.
+WORKER_MODULE = "arcoforge.runtime.workers"
 NOISY = ("apache_beam.runners.common", "apache_beam.runners.worker", "__main__", "apache_beam.runners.worker.sdk_worker_main")
 
 
@@ -104,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     wanted = worker_environment(dict(os.environ))
     if argv is None and wanted.get("GLIBC_TUNABLES") != os.environ.get("GLIBC_TUNABLES"):
         # Tunables are read when a process starts: start again with them, before importing anything.
-        os.execve(sys.executable, [sys.executable, "-m", "arcoforge._worker", *args], wanted)
+        os.execve(sys.executable, [sys.executable, "-m", WORKER_MODULE, *args], wanted)
     os.environ.update(wanted)  # before numpy is imported
     if args[:1] == ["--warm"]:
         serve_when_claimed([int(fd) for fd in args[1:]])
@@ -126,13 +136,13 @@ def _quiet_logging() -> None:
 def _prepare() -> None:
     """Import what running tasks needs, and set up the process for them."""
     _quiet_logging()
-    from . import import_quickly
+    from .. import import_quickly
 
     import_quickly("apache_beam.runners.worker.sdk_worker_main", "arcoforge.transforms", "arcoforge.hdf5_chunks",
                    "netCDF4", "h5netcdf", "deflate")
     # Beam's import-time warning may have given the root logger a default handler; ours stays.
     _quiet_logging()
-    from .rechunk import keep_freed_memory_for_reuse, limit_netcdf_chunk_cache
+    from .memory import keep_freed_memory_for_reuse, limit_netcdf_chunk_cache
 
     keep_freed_memory_for_reuse()  # before the harness starts its threads
     limit_netcdf_chunk_cache()  # before the first input is opened in this worker
@@ -142,8 +152,6 @@ def run_harness() -> None:
     """Run Beam's SDK harness with the runner's environment, then exit."""
     _prepare()
     from apache_beam.runners.worker import sdk_worker_main
-
-    from .runners import exit_now
 
     sdk_worker_main.main(sys.argv)
     exit_now(0)
@@ -161,8 +169,6 @@ def serve_when_claimed(listener_fds: list[int]) -> None:
     """
     _prepare()
     from apache_beam.runners.worker import sdk_worker_main
-
-    from .runners import exit_now
 
     gc.freeze()  # the collector would otherwise touch, and so copy, every shared object
     mine, children = listener_fds[0], []
@@ -227,8 +233,8 @@ def _exit_when_closed(fd: int) -> None:
     os._exit(1)
 
 
-# The runner's worker command runs this with the folder of warm workers and the Python to
-# start a cold worker with. Only the standard library: it starts in milliseconds, in a few MB.
+# The runner's worker command runs this with the folder of warm workers, and the Python and
+# module to start a cold worker with. Only the standard library: it starts in milliseconds, in a few MB.
 _CLAIM = r"""
 import glob, json, os, socket, sys
 folder, python = sys.argv[1], sys.argv[2]
@@ -246,21 +252,21 @@ for path in sorted(glob.glob(os.path.join(folder, "warm-*.sock"))):
     connection.sendall(json.dumps(dict(os.environ)).encode() + b"\n")
     reply = reader.readline().strip()
     sys.exit(int(reply) if reply else 1)
-os.execv(python, [python, "-m", "arcoforge._worker"])
+os.execv(python, [python, "-m", sys.argv[3]])
 """
 
 
 def attach_command(folder: str) -> str:
     """The worker command for Beam's runner: claim a warm worker in ``folder``, or be a cold one."""
     python = shlex.quote(sys.executable)
-    return f"exec {python} -S -c {shlex.quote(_CLAIM)} {shlex.quote(folder)} {python}"
+    return f"exec {python} -S -c {shlex.quote(_CLAIM)} {shlex.quote(folder)} {python} {WORKER_MODULE}"
 
 
 class WarmWorkers:
     """Worker processes started ahead of the runner, importing while the bake does.
 
-    A context manager around a bake; while it is open, :func:`local_runner`'s
-    worker command claims these. Workers left unclaimed are stopped on exit.
+    A context manager around a bake; while it is open, the worker command of
+    :func:`~arcoforge.runtime.runners.local_runner` claims these. Workers left unclaimed are stopped on exit.
 
     >>> with WarmWorkers(0):  # none wanted: the runner starts its workers itself
     ...     WarmWorkers.active_folder() is None
@@ -292,7 +298,7 @@ class WarmWorkers:
         try:
             for batch in batches:
                 self.processes.append(subprocess.Popen(
-                    [sys.executable, "-m", "arcoforge._worker", "--warm", *map(str, batch)], stdin=subprocess.PIPE,
+                    [sys.executable, "-m", WORKER_MODULE, "--warm", *map(str, batch)], stdin=subprocess.PIPE,
                     pass_fds=batch, env=worker_environment(dict(os.environ)),  # so it need not start itself again
                 ))
         finally:
