@@ -352,7 +352,8 @@ def _bake_recipe(ref: Any, config: Any, events: Events, *, prune: int | None, dr
         else:
             reporter = ProgressReporter(progress_dir)
         try:
-            with _leases_kept(outcome.stores, owner, config.target_storage_options or None, lease_ttl,
+            # A dry run (Dataflow's: the job is built, not run) writes nothing, so it takes no lease.
+            with _leases_kept([] if dry_run else outcome.stores, owner, config.target_storage_options or None, lease_ttl,
                               break_lease), reporter as progress:
                 result = pipeline.run()
                 state = result.wait_until_finish()
