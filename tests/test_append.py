@@ -158,7 +158,7 @@ def test_an_append_to_an_object_store_interrupted_before_its_commit_is_rolled_ba
         days, s3, s3_filesystem, monkeypatch):
     """On S3 (moto): the saved chunk put back, the new chunks deleted, the next day's append takes both days."""
     import arcoforge.append_txn
-    from arcoforge.runtime.runners import use_runtime_defaults
+    from arcoforge.runtime.context import use_runtime_defaults
 
     options, bucket = s3
     target = f"s3://{bucket}/stores"

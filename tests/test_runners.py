@@ -27,7 +27,8 @@ from arcoforge.runtime.pipeline_options import (
     dataflow_pipeline_options,
     flink_pipeline_options,
 )
-from arcoforge.runtime.runners import choose_runner, use_runtime_defaults
+from arcoforge.runtime.context import use_runtime_defaults
+from arcoforge.runtime.runners import choose_runner
 
 FEEDSTOCKS = Path(__file__).parents[1] / "feedstocks"
 

@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from .patterns import (CombineOp, ConcatDim, Dimension, FilePattern, FileType, Index, MergeDim, Position,
                            pattern_from_file_sequence)
     from .io import InputCache, RetryPolicy
-    from .runtime.runners import run_local, use_runtime_defaults
+    from .runtime.context import BakeContext, use_runtime_defaults
+    from .runtime.runners import run_local
     from .transforms import (ConsolidateDimensionCoordinates, ConsolidateMetadata, OpenURLWithFSSpec,
                              OpenWithXarray, Preprocess, StoreToZarr, WriteSTAC)
 
@@ -62,7 +63,8 @@ _PUBLIC = {
     "Position": "patterns",
     "pattern_from_file_sequence": "patterns",
     "run_local": "runtime.runners",
-    "use_runtime_defaults": "runtime.runners",
+    "use_runtime_defaults": "runtime.context",
+    "BakeContext": "runtime.context",
     "ConsolidateDimensionCoordinates": "transforms",
     "ConsolidateMetadata": "transforms",
     "OpenURLWithFSSpec": "transforms",

@@ -268,10 +268,10 @@ def bake(
 
 
 def _runtime_values(**values: Any) -> dict[str, Any]:
-    """The run-time defaults this version of :class:`RuntimeDefaults` knows, warning of the rest."""
-    from .runtime.runners import RuntimeDefaults
+    """The run-time values this version of :class:`BakeContext` knows, warning of the rest."""
+    from .runtime.context import BakeContext
 
-    known = {f.name for f in dataclasses.fields(RuntimeDefaults)}
+    known = {f.name for f in dataclasses.fields(BakeContext)}
     for name in sorted(set(values) - known):
         if values[name]:
             logger.warning("%s is not supported by this version of arcoforge; it is ignored", name)
@@ -291,7 +291,8 @@ def _bake_recipe(ref: Any, config: Any, events: Events, *, prune: int | None, dr
     from .feedstock import prune_pipeline, pruned_recipe
     from .runtime.pipeline_options import dataflow_job_name
     from .runtime.progress import ProgressReporter
-    from .runtime.runners import choose_runner, use_runtime_defaults
+    from .runtime.context import use_runtime_defaults
+    from .runtime.runners import choose_runner
     from .stac import provenance, write_store_collection
     from .names import safe_relative_path
     from .state import StoreState, new_owner

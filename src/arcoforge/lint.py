@@ -175,7 +175,8 @@ def built_transforms(pipeline: beam.Pipeline) -> list[Any]:
 
 def lint_recipe(ref: RecipeRef) -> list[Problem]:
     """Build the recipe into a pipeline (never run) and check its inputs and its StoreToZarr steps."""
-    from .runtime.runners import local_runner, use_runtime_defaults
+    from .runtime.context import use_runtime_defaults
+    from .runtime.runners import local_runner
     from .transforms import StoreToZarr
 
     where = f"{ref.file}: recipe {ref.id!r}"

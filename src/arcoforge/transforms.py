@@ -47,7 +47,7 @@ from .chunking import parse_size
 from .rechunk import assemble_task, input_pieces
 from .runtime.memory import limit_netcdf_chunk_cache, local_data_budget, release_freed_memory, worker_task_buffer
 from .runtime.progress import record_event
-from .runtime.runners import runtime_defaults
+from .runtime.context import current_context as runtime_defaults
 from .schema import combine_schemas, input_schema
 from .stac import link_collection, provenance, provenance_attrs, write_store_collection
 from . import append_txn

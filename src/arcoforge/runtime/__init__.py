@@ -32,8 +32,8 @@ if TYPE_CHECKING:
                                    dataflow_pipeline_options, flink_pipeline_options, local_pipeline_options)
     from .process import exit_now
     from .progress import BakeProgress, ProgressReporter, record_event
-    from .runners import (RunnerChoice, RuntimeDefaults, choose_runner, local_runner, quiet_beam_logging,
-                          run_local, runtime_defaults, use_runtime_defaults)
+    from .context import BakeContext, current_context, resolve_context, use_runtime_defaults
+    from .runners import RunnerChoice, choose_runner, local_runner, quiet_beam_logging, run_local
     from .workers import WarmWorkers
 
 # Each name and the module of this package that defines it.
@@ -55,13 +55,14 @@ _PUBLIC = {
     "ProgressReporter": "progress",
     "record_event": "progress",
     "RunnerChoice": "runners",
-    "RuntimeDefaults": "runners",
+    "BakeContext": "context",
+    "current_context": "context",
+    "resolve_context": "context",
     "choose_runner": "runners",
     "local_runner": "runners",
     "quiet_beam_logging": "runners",
     "run_local": "runners",
-    "runtime_defaults": "runners",
-    "use_runtime_defaults": "runners",
+    "use_runtime_defaults": "context",
     "WarmWorkers": "workers",
 }
 

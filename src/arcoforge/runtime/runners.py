@@ -2,9 +2,8 @@
 
 Owns the choice of runner (``direct``, ``dask``, ``dataflow``, ``flink``) and
 what starting it takes (the embedded runner's worker command, a dask
-LocalCluster), :func:`run_local`, and the run-time defaults the CLI sets while
-a pipeline is built (a module global for now; a frozen bake context replaces
-it). The options themselves are built in :mod:`arcoforge.runtime.pipeline_options`,
+LocalCluster) and :func:`run_local`. What a run supplies to a recipe is the
+frozen :class:`~arcoforge.runtime.context.BakeContext`. The options themselves are built in :mod:`arcoforge.runtime.pipeline_options`,
 the worker processes are :mod:`arcoforge.runtime.workers`.
 
 The embedded default is Beam's FnApiRunner: in this process, or in several
@@ -26,6 +25,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from ..errors import RecipeError
+from .context import use_runtime_defaults
 from .pipeline_options import (
     dask_pipeline_options,
     dataflow_pipeline_options,
@@ -34,61 +34,6 @@ from .pipeline_options import (
 )
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class RuntimeDefaults:
-    """Values a recipe may leave out, supplied by whoever runs it (``arcoforge bake``)."""
-
-    target_root: str | None = None
-    storage_options: dict | None = None
-    # Local worker processes sharing this machine's memory, and an override of StoreToZarr.max_mem.
-    num_workers: int = 1
-    max_mem: str | int | None = None
-    # Where workers record progress events (see arcoforge.runtime.progress); local bakes only.
-    progress_dir: str | None = None
-    # What the runner knows of the recipe (recipe_id, recipe_sha256, pattern_sha256), for provenance.
-    provenance: dict | None = None
-    # Who is baking (the lease owner of the stores written), and whether to break other bakes' leases.
-    owner: str | None = None
-    break_lease: bool = False
-    # Seconds a store's lease outlives its last heartbeat (see arcoforge.lease).
-    lease_ttl: float | None = None
-    # Append new inputs to existing stores along their concat dim (arcoforge bake --append).
-    append: bool = False
-    # Remote inputs (see arcoforge.io and docs/object-storage.md). ``cache_root``: where
-    # OpenURLWithFSSpec keeps verified copies of inputs (a local path or fsspec URL).
-    cache_root: str | None = None
-    # fsspec options for opening inputs (endpoint_url, key/secret, anon, profile, headers...),
-    # merged under a pattern's own fsspec_open_kwargs; may hold secrets, never logged or stored.
-    source_storage_options: dict | None = None
-    # Attempts per remote read (1 = no retry) and the limit on concurrent remote opens per worker.
-    retries: int | None = None
-    max_concurrency: int | None = None
-    # "raise" (default) stops on a bad input; "skip" drops it, fills its positions, records it.
-    on_error: str | None = None
-    # Seconds one input may take to read, all tries included (see arcoforge.io.deadline).
-    input_deadline: float | None = None
-
-
-_RUNTIME = RuntimeDefaults()
-
-
-def runtime_defaults() -> RuntimeDefaults:
-    """The run-time defaults in force while a pipeline is being built."""
-    return _RUNTIME
-
-
-@contextlib.contextmanager
-def use_runtime_defaults(**values: Any) -> Iterator[RuntimeDefaults]:
-    """Set run-time defaults (e.g. ``target_root``) while a pipeline is built and run."""
-    global _RUNTIME
-    previous = _RUNTIME
-    _RUNTIME = RuntimeDefaults(**{**previous.__dict__, **{k: v for k, v in values.items() if v is not None}})
-    try:
-        yield _RUNTIME
-    finally:
-        _RUNTIME = previous
 
 
 def local_runner(num_workers: int = 1) -> beam.runners.PipelineRunner:
