@@ -370,7 +370,7 @@ def bake_directly(paths: Sequence[Path], concat_dim: str, url: str, zarr_format:
     from arcoforge.openers import open_with_xarray, prepare_input
     from arcoforge.patterns import nitems_per_file
     from arcoforge.schema import combine_schemas, input_schema
-    from arcoforge.state import StoreState
+    from arcoforge.io.state import StoreState
     from arcoforge.transforms import _pieces, _write_task
     from arcoforge.writers import (consolidate_dimension_coordinates, consolidate_metadata, plan_store,
                                    template_dataset, write_template)

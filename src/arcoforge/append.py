@@ -1,7 +1,7 @@
 """Appending to a published store: new inputs along one dimension, checked before anything is written.
 
 A complete store records which inputs it holds and its length along each
-concat dimension (``complete.json`` in its state folder, see :mod:`arcoforge.state`). An append bake combines only the inputs not yet ingested, checks
+concat dimension (``complete.json`` in its state folder, see :mod:`arcoforge.io.state`). An append bake combines only the inputs not yet ingested, checks
 them against the store — same variables, dimensions, dtypes and encodings, and
 coordinates that continue the store's strictly increasing axis without
 overlapping it — and extends the store's schema so that write tasks cover only
@@ -23,7 +23,7 @@ import xarray as xr
 from .errors import SchemaError
 from .packing import is_packed, store_value_encoding
 from .schema import CF_ENCODING_KEYS, DatasetSchema, InputSchema, _cf_encoding, _same
-from .state import StoreState
+from .io.state import StoreState
 
 logger = logging.getLogger(__name__)
 

@@ -45,7 +45,7 @@ import numpy as np
 
 from .documents import COMMIT_KEY, array_dims, array_names, publication_order, planned_array
 from .faults import checkpoint
-from .state import StoreState, _now
+from .io.state import StoreState, _now
 
 if TYPE_CHECKING:
     from .writers import StorePlan

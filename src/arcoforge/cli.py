@@ -295,7 +295,7 @@ def _bake_recipe(ref: Any, config: Any, events: Events, *, prune: int | None, dr
     from .runtime.runners import choose_runner
     from .stac import provenance, write_store_collection
     from .names import safe_relative_path
-    from .state import StoreState, new_owner
+    from .io.state import StoreState, new_owner
 
     safe_relative_path(ref.id, "recipe id", single_segment=True)  # it names a STAC folder
     started = time.monotonic()
@@ -413,8 +413,8 @@ def _leases_kept(stores: list[str], owner: str, storage_options: dict | None, tt
     Taken here, before the run, so that a store another bake holds fails the bake
     at once; the workers' StoreToZarr steps find the lease theirs (the same owner).
     """
-    from .lease import DEFAULT_TTL, LeaseKeeper
-    from .state import StoreState
+    from .io.lease import DEFAULT_TTL, LeaseKeeper
+    from .io.state import StoreState
 
     ttl = float(ttl or DEFAULT_TTL)
     leases = []

@@ -53,8 +53,8 @@ from .stac import link_collection, provenance, provenance_attrs, write_store_col
 from . import append_txn
 from .append import UnfinishedStoreError, extend_schema, inputs_to_append, read_existing
 from .faults import checkpoint
-from .lease import DEFAULT_TTL, LeaseKeeper
-from .state import StoreState, fingerprint, new_owner, task_id
+from .io.lease import DEFAULT_TTL, LeaseKeeper
+from .io.state import StoreState, fingerprint, new_owner, task_id
 from .writers import (
     DEFAULT_MAX_MEM,
     StorePlan,

@@ -377,7 +377,7 @@ def write_template(url: str, files: Mapping[str, bytes], storage_options: dict |
     """Replace whatever is at ``url`` with the chunks of a rendered template (its concat coordinates).
 
     Its metadata documents are *not* written: the caller holds them back and
-    publishes them once every chunk is written (see :mod:`arcoforge.state`).
+    publishes them once every chunk is written (see :mod:`arcoforge.io.state`).
     Until then readers of ``url`` find nothing, rather than fill values
     standing in for chunks not yet written.
     """
