@@ -372,8 +372,9 @@ def bake_directly(paths: Sequence[Path], concat_dim: str, url: str, zarr_format:
     from arcoforge.schema import combine_schemas, input_schema
     from arcoforge.io.state import StoreState
     from arcoforge.transforms import _pieces, _write_task
-    from arcoforge.writers import (consolidate_dimension_coordinates, consolidate_metadata, plan_store,
-                                   template_dataset, write_template)
+    from arcoforge.io.zarr_store import consolidate_dimension_coordinates, consolidate_metadata, write_template
+    from arcoforge.store_plan import plan_store
+    from arcoforge.store_template import template_dataset
 
     pattern = af.pattern_from_file_sequence([str(p) for p in paths], concat_dim)
     dims = pattern.combine_dim_keys

@@ -59,7 +59,7 @@ def read_existing(url: str, append_dim: str, storage_options: Mapping[str, Any] 
     import fsspec
     import zarr
 
-    from .writers import open_store
+    from .io.zarr_store import open_store
 
     state = StoreState(url, storage_options)
     complete = state.read_json("complete.json")

@@ -472,7 +472,7 @@ def _stores_in(pipeline: Any, target_root: str | None) -> list[str]:
     """URLs of the stores a built pipeline writes, from its StoreToZarr steps wherever they sit."""
     from .lint import built_transforms
     from .transforms import StoreToZarr
-    from .writers import store_url
+    from .store_plan import store_url
 
     found = []
     for transform in built_transforms(pipeline):

@@ -55,20 +55,16 @@ from .append import UnfinishedStoreError, extend_schema, inputs_to_append, read_
 from .faults import checkpoint
 from .io.lease import DEFAULT_TTL, LeaseKeeper
 from .io.state import StoreState, fingerprint, new_owner, task_id
-from .writers import (
-    DEFAULT_MAX_MEM,
-    StorePlan,
-    plan_description,
+from .io.zarr_store import (
     consolidate_dimension_coordinates,
     consolidate_metadata,
-    plan_store,
     publish_bake,
-    render_plan,
-    store_url,
     with_documents,
     write_region,
     write_template,
 )
+from .store_plan import DEFAULT_MAX_MEM, StorePlan, plan_description, plan_store, store_url
+from .store_template import render_plan
 
 logger = logging.getLogger(__name__)
 NAMESPACE = "arcoforge"
