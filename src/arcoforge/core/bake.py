@@ -97,13 +97,17 @@ class StoreSpec:
 
 @dataclass(frozen=True)
 class BakePlan:
-    """A planned bake: the store plan, the mode decided for it, and its fingerprint (computed once)."""
+    """A planned bake: the store plan, the mode decided for it, and its fingerprint (computed once).
 
-    spec: StoreSpec
+    It travels to the workers as an element, so it holds plain data only (not the spec's functions).
+    """
+
     plan: StorePlan
     mode: Mode
     fingerprint: str | None  # None when there is nothing new to write
     description: Mapping[str, Any] = field(default_factory=dict)  # what the fingerprint is of
+    owner: str = ""  # the lease owner, who releases the lease once the store is published
+    progress_dir: str | None = None
 
     @property
     def url(self) -> str:
@@ -177,7 +181,7 @@ def plan_bake(spec: StoreSpec, input_schemas: list[InputSchema], state: StoreSta
         schema = combine_schemas(input_schemas, combine_dims, nitems)
         plan = StorePlan(url, schema, {}, {}, {}, storage_options=spec.storage_options, append_dim=append_dim,
                          nothing_new=True)
-        return BakePlan(spec, plan, Mode.NOTHING_NEW, None)
+        return BakePlan(plan, Mode.NOTHING_NEW, None, owner=spec.owner, progress_dir=spec.progress_dir)
     if existing is not None:
         first = {append_dim: min(s.index.find_position(append_dim).value for s in fresh)}
         schema = extend_schema(existing, combine_schemas(fresh, combine_dims, nitems, first_positions=first))
@@ -194,7 +198,7 @@ def plan_bake(spec: StoreSpec, input_schemas: list[InputSchema], state: StoreSta
     record_event(spec.progress_dir, "plan", store=url, n_inputs=plan.schema.n_inputs,
                  n_tasks=plan.n_tasks - len(plan.done), nbytes=plan.nbytes)
     checkpoint("append.plan" if existing is not None else "bake.plan")
-    return BakePlan(spec, plan, mode, print_, description)
+    return BakePlan(plan, mode, print_, description, owner=spec.owner, progress_dir=spec.progress_dir)
 
 
 def _decide(state: StoreState, plan: StorePlan, print_: str, appending: bool, journal: Mapping | None,
@@ -270,13 +274,13 @@ def write_task(task: tuple[tuple, Iterable[Any]], bake: BakePlan) -> int:
         release_freed_memory()
     store_state(plan.url, plan.storage_options).mark_done(task_id(*key))
     checkpoint("append.task" if plan.append_dim else "bake.task")
-    record_event(bake.spec.progress_dir, "task", store=plan.url, variables=sorted(variables), nbytes=nbytes)
+    record_event(bake.progress_dir, "task", store=plan.url, variables=sorted(variables), nbytes=nbytes)
     return nbytes
 
 
 def finalize(total: int, bake: BakePlan) -> str:
     """Publish the store (or commit the append), then release the lease; returns the store's URL."""
-    plan, owner = bake.plan, bake.spec.owner
+    plan, owner = bake.plan, bake.owner
     state = store_state(plan.url, plan.storage_options)
     if bake.mode is not Mode.NOTHING_NEW:
         if bake.resumes:  # writers of the killed attempt may have died mid-write
