@@ -365,39 +365,20 @@ def bake_directly(paths: Sequence[Path], concat_dim: str, url: str, zarr_format:
     ~90 stores through Beam cost ~0.5-1 s each in pipeline overhead; the Beam wiring of the same
     functions is what the corpus tests above exercise.
     """
-    from arcoforge.features import check_storable
-    from arcoforge.input_checks import check_inputs, drop_large_attrs
+    from arcoforge.core import StoreSpec, cut_pieces, finalize, plan_bake, prepare_store, read_schema, write_task
     from arcoforge.openers import open_with_xarray, prepare_input
-    from arcoforge.patterns import nitems_per_file
-    from arcoforge.schema import combine_schemas, input_schema
-    from arcoforge.io.state import StoreState
-    from arcoforge.transforms import _pieces, _write_task
-    from arcoforge.io.zarr_store import consolidate_dimension_coordinates, consolidate_metadata, write_template
-    from arcoforge.store_plan import plan_store
-    from arcoforge.store_template import template_dataset
 
     pattern = af.pattern_from_file_sequence([str(p) for p in paths], concat_dim)
-    dims = pattern.combine_dim_keys
     inputs = [(index, open_with_xarray(prepare_input(u, index), file_type=pattern.file_type, index=index))
               for index, u in pattern.items()]
-    schemas = []
-    for index, ds in inputs:
-        check_storable(ds, index)
-        schemas.append(drop_large_attrs(input_schema(ds, index, [concat_dim])))
-    check_inputs(schemas, dims, {})
-    plan = plan_store(combine_schemas(schemas, dims, nitems_per_file(dims)), url, zarr_format=zarr_format)
-    state = StoreState(url)
-    template = template_dataset(plan.schema, plan.chunks, plan.attrs, plan.zarr_encoding, zarr_format, plan.shards)
-    state.start("direct", {}, write_template(url, template, zarr_format))
+    spec = StoreSpec(url=url, combine_dims=tuple(pattern.combine_dim_keys), zarr_format=zarr_format)
+    bake = plan_bake(spec, [read_schema(element, spec) for element in inputs])
+    prepare_store(bake)
     tasks: dict = {}
     for element in inputs:
-        for key, piece in _pieces(element, plan):
+        for key, piece in cut_pieces(element, bake):
             tasks.setdefault(key, []).append(piece)
-    for key, pieces in tasks.items():
-        _write_task((key, pieces), plan, url, None)
-    state.publish_root(zarr_format)
-    consolidate_dimension_coordinates(url)
-    consolidate_metadata(url)
+    finalize(sum(write_task(task, bake) for task in tasks.items()), bake)
     for _, ds in inputs:
         ds.close()
 

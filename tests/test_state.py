@@ -30,7 +30,7 @@ RECIPE = textwrap.dedent('''
         | OpenWithXarray(file_type=pattern.file_type)
         # one write task per day: (1, 360, 720) x (packed float64 + float32) fits 9 MB, two do not
         | StoreToZarr(store_name="r.zarr", combine_dims=pattern.combine_dim_keys,
-                      target_chunks={{"time": 1}}, max_mem="9MB")
+                      target_chunks={{"time": 1}}, max_mem={max_mem!r})
     )
 ''')
 N_DAYS = 40
@@ -41,10 +41,10 @@ def archive(tmp_path_factory):
     return write_demo_archive(tmp_path_factory.mktemp("days"), ndays=N_DAYS, nlat=360, nlon=720)
 
 
-def write_recipe(folder: Path, paths) -> Path:
+def write_recipe(folder: Path, paths, max_mem: str = "9MB") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     recipe = folder / "recipe.py"
-    recipe.write_text(RECIPE.format(paths=list(paths)))
+    recipe.write_text(RECIPE.format(paths=list(paths), max_mem=max_mem))
     return recipe
 
 
@@ -84,10 +84,11 @@ def test_kill_9_then_resume_gives_byte_identical_chunks(tmp_path, archive, refer
     expected_hashes, expected = reference
     n_tasks = N_DAYS + 2  # a task per day, and one each for the lat and lon coordinates
     target = tmp_path / "out"
-    recipe = write_recipe(tmp_path / "recipe", archive)
-    # The recipe's 9 MB a worker, plus the second worker process as max_mem counts it.
+    # 9 MB a worker, plus the second worker process as max_mem counts it (the recipe's max_mem wins
+    # over --max-mem, which only stands in for a recipe that gives none).
     max_mem = 9_000_000 * workers + WORKER_PROCESS_BYTES * (workers - 1)
-    workers_flags = ["--num-workers", str(workers), "--max-mem", f"{max_mem}B"]
+    recipe = write_recipe(tmp_path / "recipe", archive, max_mem=f"{max_mem}B")
+    workers_flags = ["--num-workers", str(workers)]
     process = subprocess.Popen(bake_command(recipe, target, *workers_flags), start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wanted = n_tasks if kill_after_tasks == "all" else kill_after_tasks

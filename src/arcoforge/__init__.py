@@ -28,8 +28,11 @@ if TYPE_CHECKING:
     from .io import InputCache, RetryPolicy
     from .runtime.context import BakeContext, use_runtime_defaults
     from .runtime.runners import run_local
-    from .transforms import (ConsolidateDimensionCoordinates, ConsolidateMetadata, OpenURLWithFSSpec,
-                             OpenWithXarray, Preprocess, StoreToZarr, WriteSTAC)
+    from .beam.consolidate import ConsolidateDimensionCoordinates, ConsolidateMetadata
+    from .beam.open import OpenURLWithFSSpec, OpenWithXarray
+    from .beam.preprocess import Preprocess
+    from .beam.stac import WriteSTAC
+    from .beam.store import StoreToZarr
 
 
 class _DropBeamImportNoise(logging.Filter):
@@ -65,13 +68,13 @@ _PUBLIC = {
     "run_local": "runtime.runners",
     "use_runtime_defaults": "runtime.context",
     "BakeContext": "runtime.context",
-    "ConsolidateDimensionCoordinates": "transforms",
-    "ConsolidateMetadata": "transforms",
-    "OpenURLWithFSSpec": "transforms",
-    "OpenWithXarray": "transforms",
-    "Preprocess": "transforms",
-    "StoreToZarr": "transforms",
-    "WriteSTAC": "transforms",
+    "ConsolidateDimensionCoordinates": "beam.consolidate",
+    "ConsolidateMetadata": "beam.consolidate",
+    "OpenURLWithFSSpec": "beam.open",
+    "OpenWithXarray": "beam.open",
+    "Preprocess": "beam.preprocess",
+    "StoreToZarr": "beam.store",
+    "WriteSTAC": "beam.stac",
 }
 
 __all__ = sorted(_PUBLIC)

@@ -358,7 +358,7 @@ def _pattern_inputs(pipeline: Any) -> int | None:
 def _writes_stac(pipeline: Any) -> bool:
     """Whether the recipe describes its stores in STAC itself (a WriteSTAC step)."""
     from .lint import built_transforms
-    from .transforms import WriteSTAC
+    from .beam.stac import WriteSTAC
 
     return any(isinstance(transform, WriteSTAC) for transform in built_transforms(pipeline))
 
@@ -366,7 +366,7 @@ def _writes_stac(pipeline: Any) -> bool:
 def _stores_in(pipeline: Any, target_root: str | None) -> list[str]:
     """URLs of the stores a built pipeline writes, from its StoreToZarr steps wherever they sit."""
     from .lint import built_transforms
-    from .transforms import StoreToZarr
+    from .beam.store import StoreToZarr
     from .store_plan import store_url
 
     found = []

@@ -307,7 +307,8 @@ def check_store_to_zarr(store: Any, where: str, input_dims: set | None,
     if store.dynamic_chunking_fn is not None and store.target_chunks:
         problems.append(_error(where, "gives both target_chunks and dynamic_chunking_fn; expected one of them"))
     try:
-        parse_size(store.max_mem, "max_mem")
+        if store.max_mem is not None:  # None: the bake context's, else the default
+            parse_size(store.max_mem, "max_mem")
     except Exception as error:
         problems.append(_error(where, f"max_mem {store.max_mem!r} is not a size: {error}"))
     if first_dims is not None and isinstance(store.target_chunks, Mapping):

@@ -31,7 +31,7 @@ def safe_relative_path(value: object, field: str, single_segment: bool = False) 
     Traceback (most recent call last):
     ...
     arcoforge.errors.RecipeError: store_name '../../x.zarr' would leave the target root: it has a '..' segment; \
-expected a relative name like 'sst.zarr' (plain segments joined by '/')
+expected a relative name like 'sst.zarr' (plain segments joined by '/') (arcoforge:recipe)
     """
     text = value if isinstance(value, str) else ""
     why = _problem(text[:-1] if text.endswith("/") and len(text) > 1 else text, single_segment) \

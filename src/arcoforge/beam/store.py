@@ -1,0 +1,208 @@
+"""StoreToZarr: the bake core (:mod:`arcoforge.core.bake`) wired into a pipeline by small named steps.
+
+``Read input schemas`` -> ``Plan store`` (the lease, the mode) -> ``Write template``;
+the inputs -> ``Cut inputs into pieces`` -> ``Group by write task`` -> ``Write tasks``
+(after the template) -> ``Count bytes`` -> ``Consolidate`` (publish, release the lease).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import apache_beam as beam
+
+from ..chunking import parse_size
+from ..core.bake import (BakePlan, StoreSpec, cut_pieces, finalize, plan_with_lease, prepare_store, read_schema,
+                         write_task)
+from ..errors import RecipeError
+from ..input_checks import DEFAULT_MAX_ATTR_BYTES
+from ..io.lease import DEFAULT_TTL
+from ..patterns import Dimension, Index, check_combine_dims
+from ..runtime.context import BakeContext, resolve_context
+from ..runtime.memory import local_data_budget
+from ..io.state import new_owner
+from ..store_plan import DEFAULT_MAX_MEM, store_url
+from ..zarr_encoding import check_encoding
+from .common import count
+
+
+def _read_and_count(element: tuple[Index, Any], spec: StoreSpec) -> Any:
+    schema = read_schema(element, spec)
+    count("inputs_read")
+    return schema
+
+
+def _plan(schemas: list, spec: StoreSpec) -> BakePlan:
+    return plan_with_lease(spec, schemas)
+
+
+def _write_and_count(task: tuple, bake: BakePlan, template_url: str) -> int:
+    """Write one task (``template_url``, a side input, only orders it after the template)."""
+    nbytes = write_task(task, bake)
+    count("tasks_written")
+    count("bytes_written", nbytes)
+    return nbytes
+
+
+@dataclass
+class ReadSchemas(beam.PTransform):
+    """The schema of every input, collected into one list."""
+
+    spec: StoreSpec
+
+    def expand(self, datasets: beam.PCollection) -> beam.PCollection:
+        return (datasets
+                | "Read input schema" >> beam.Map(_read_and_count, spec=self.spec)
+                | "Collect schemas" >> beam.combiners.ToList())
+
+
+@dataclass
+class PlanBake(beam.PTransform):
+    """Take the store's lease and plan the bake (see :func:`~arcoforge.core.bake.plan_bake`)."""
+
+    spec: StoreSpec
+
+    def expand(self, schemas: beam.PCollection) -> beam.PCollection:
+        return schemas | "Plan" >> beam.Map(_plan, spec=self.spec)
+
+
+class PrepareStore(beam.PTransform):
+    """Write the template (or the append journal); outputs the store's URL once it is there."""
+
+    def expand(self, plan: beam.PCollection) -> beam.PCollection:
+        return plan | "Prepare" >> beam.Map(prepare_store)
+
+
+@dataclass
+class CutPieces(beam.PTransform):
+    """Each input's pieces, keyed by the write task they belong to."""
+
+    plan: Any  # the planned bake, as a singleton side input
+
+    def expand(self, datasets: beam.PCollection) -> beam.PCollection:
+        return datasets | "Cut" >> beam.FlatMap(cut_pieces, bake=self.plan)
+
+
+@dataclass
+class WriteTasks(beam.PTransform):
+    """Write every task's regions, once the template is written; outputs the bytes each wrote."""
+
+    plan: Any  # the planned bake, as a singleton side input
+    template: Any  # the store's URL once prepared, as a singleton side input
+
+    def expand(self, tasks: beam.PCollection) -> beam.PCollection:
+        return tasks | "Write" >> beam.Map(_write_and_count, bake=self.plan, template_url=self.template)
+
+
+@dataclass
+class Finalize(beam.PTransform):
+    """Publish the store once every task is written, and release its lease; outputs its URL."""
+
+    plan: Any  # the planned bake, as a singleton side input
+
+    def expand(self, total: beam.PCollection) -> beam.PCollection:
+        return total | "Publish" >> beam.Map(finalize, bake=self.plan)
+
+
+@dataclass
+class StoreToZarr(beam.PTransform):
+    """Combine ``(index, Dataset)`` inputs into one Zarr store, rechunked on the way.
+
+    The inputs' schemas are combined and checked before anything is written;
+    ``combine_dims`` is ``pattern.combine_dim_keys``. ``target_root`` defaults to
+    the bake context's (``arcoforge bake --target-root``). ``target_chunks``
+    maps dimensions to a length or a byte size (``"100MB"``), or is one byte size
+    for all; ``dynamic_chunking_fn(template_ds, **kwargs)`` may compute them
+    instead. ``target_shards`` (Zarr v3) groups chunks into shards, each written
+    whole by one worker. ``max_mem`` bounds the array data a bake holds at once
+    (split between local worker processes; per worker on distributed runners):
+    the recipe's value, else the bake context's (``arcoforge bake --max-mem``),
+    else 1GB. ``zarr_format`` is 3 by default; 2 on request.
+
+    Readers find no store at the URL until it is complete (its root metadata is
+    published last). A bake killed and run again resumes: write tasks done
+    before are skipped. While a bake runs it holds a lease on the store, renewed
+    every few seconds; another bake of the same store fails clearly unless the
+    holder's heartbeat is ``lease_ttl`` seconds old (default 60), its process on
+    this host is gone, or ``break_lease`` (see :mod:`arcoforge.io.lease`).
+
+    With ``append_dim`` (or ``arcoforge bake --append``), inputs the complete
+    store does not hold yet are appended along that dimension, after checks
+    that they continue it (see :mod:`arcoforge.append`); a store that does not
+    exist yet is baked whole. Appending what the store holds already does nothing.
+
+    Inputs are checked against each other before anything is written (see
+    :mod:`arcoforge.input_checks`): lengths against the pattern's
+    ``nitems_per_file``, time-like concat coordinates strictly increasing, one
+    dtype per variable. Attributes over ``max_attr_bytes`` are dropped.
+    """
+
+    combine_dims: list[Dimension]
+    store_name: str
+    target_root: str | None = None
+    target_chunks: dict[str, int | str] | str = field(default_factory=dict)
+    dynamic_chunking_fn: Callable[..., dict[str, int]] | None = None
+    dynamic_chunking_fn_kwargs: dict[str, Any] = field(default_factory=dict)
+    attrs: dict[str, Any] = field(default_factory=dict)
+    encoding: dict[str, dict[str, Any]] = field(default_factory=dict)
+    zarr_format: int = 3
+    target_shards: dict[str, int] | None = None
+    max_mem: int | str | None = None  # None: the bake context's, else DEFAULT_MAX_MEM
+    storage_options: dict | None = None
+    lease_ttl: float | None = None
+    break_lease: bool = False
+    append_dim: str | None = None
+    max_attr_bytes: int | None = DEFAULT_MAX_ATTR_BYTES
+    context: BakeContext | None = None
+
+    def __post_init__(self) -> None:
+        self.combine_dims = check_combine_dims(self.combine_dims, f"StoreToZarr({self.store_name!r})")
+        check_encoding(self.encoding, self.zarr_format)  # bad keys or codecs fail now, not mid-pipeline
+
+    def _url(self, context: BakeContext | None = None) -> str:
+        root = self.target_root or resolve_context(context or self.context).target_root
+        if not root:
+            raise RecipeError(
+                f"StoreToZarr({self.store_name!r}) has no target_root: pass target_root=..., "
+                "or run the recipe with `arcoforge bake --target-root URL`"
+            )
+        return store_url(str(root), self.store_name)
+
+    def spec(self, context: BakeContext) -> StoreSpec:
+        """Everything this step resolves when the pipeline is built: the recipe's values win over the context's."""
+        concat_dims = [d.name for d in self.combine_dims if d.operation.name == "CONCAT"]
+        append_dim = self.append_dim or (concat_dims[0] if context.append and len(concat_dims) == 1 else None)
+        if context.append and not append_dim:
+            raise RecipeError(f"StoreToZarr({self.store_name!r}): --append needs append_dim, or one concat dim")
+        max_mem = next(m for m in (self.max_mem, context.max_mem, DEFAULT_MAX_MEM) if m is not None)
+        return StoreSpec(
+            url=self._url(context), combine_dims=tuple(self.combine_dims), target_chunks=self.target_chunks,
+            attrs=dict(self.attrs), encoding=dict(self.encoding), zarr_format=self.zarr_format,
+            target_shards=self.target_shards, dynamic_chunking_fn=self.dynamic_chunking_fn,
+            dynamic_chunking_fn_kwargs=dict(self.dynamic_chunking_fn_kwargs),
+            # A local bake shares one machine's memory between its worker processes.
+            max_mem=local_data_budget(parse_size(max_mem, "max_mem"), context.num_workers),
+            storage_options=self.storage_options or context.storage_options,
+            owner=context.owner or new_owner(), lease_ttl=float(self.lease_ttl or context.lease_ttl or DEFAULT_TTL),
+            break_lease=self.break_lease or context.break_lease, append_dim=append_dim,
+            progress_dir=context.progress_dir, provenance=dict(context.provenance or {}),
+            max_attr_bytes=self.max_attr_bytes,
+        )
+
+    def expand(self, datasets: beam.PCollection) -> beam.PCollection:
+        spec = self.spec(resolve_context(self.context))
+        plan = (datasets
+                | "Read input schemas" >> ReadSchemas(spec)
+                | "Plan store" >> PlanBake(spec))
+        plan_view = beam.pvalue.AsSingleton(plan)
+        template = plan | "Write template" >> PrepareStore()
+        return (
+            datasets
+            | "Cut inputs into pieces" >> CutPieces(plan_view)
+            | "Group by write task" >> beam.GroupByKey()
+            | "Write tasks" >> WriteTasks(plan_view, beam.pvalue.AsSingleton(template))
+            | "Count bytes" >> beam.CombineGlobally(sum)
+            | "Consolidate" >> Finalize(plan_view)
+        )

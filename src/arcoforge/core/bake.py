@@ -1,0 +1,316 @@
+"""One bake of one store, as plain functions: plan (deciding the mode once), prepare, write tasks, finalize.
+
+The order is always::
+
+    bake = plan_bake(spec, [read_schema(i, spec) for i in inputs])   # or plan_with_lease
+    prepare_store(bake)                                               # template, or append journal
+    for task in tasks_of(cut_pieces(i, bake) for i in inputs):
+        write_task(task, bake)
+    finalize(total_bytes, bake)                                       # publish, release the lease
+
+:func:`plan_bake` reads the store's state once and decides the bake's
+:class:`Mode` — a fresh bake, the resumption of an interrupted one, an append,
+the resumption of an interrupted append, or nothing new to append — and
+computes the plan's fingerprint once; every later step follows that decision.
+Nothing here imports Beam: :mod:`arcoforge.beam.store` wires these functions
+into a pipeline, and tests drive them directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import xarray as xr
+
+from .. import append_txn
+from ..append import UnfinishedStoreError, extend_schema, inputs_to_append, read_existing
+from ..documents import publication_order
+from ..faults import checkpoint
+from ..features import check_storable
+from ..input_checks import DEFAULT_MAX_ATTR_BYTES, check_inputs, drop_large_attrs
+from ..io.lease import DEFAULT_TTL, LeaseKeeper
+from ..patterns import Dimension, Index, nitems_per_file
+from ..rechunk import assemble_task, input_pieces
+from ..runtime.memory import limit_netcdf_chunk_cache, release_freed_memory, worker_task_buffer
+from ..runtime.progress import record_event
+from ..schema import InputSchema, combine_schemas, input_schema
+from ..stac import provenance, provenance_attrs
+from ..io.state import StoreState, fingerprint, new_owner, task_id
+from ..io.zarr_store import (consolidate_dimension_coordinates, consolidate_metadata, with_documents, write_region,
+                             write_template)
+from ..store_plan import StorePlan, plan_description, plan_store
+from ..store_template import render_plan
+
+logger = logging.getLogger(__name__)
+
+
+class Mode(enum.Enum):
+    """What a bake does to its store, decided once by :func:`plan_bake`."""
+
+    FRESH = "fresh"  # write the store from scratch (replacing whatever unfinished store is there)
+    RESUME = "resume"  # the same plan was started (or completed) before: write only the tasks not done
+    APPEND = "append"  # extend a complete store with inputs it does not hold yet
+    RESUME_APPEND = "resume-append"  # the same append was interrupted before its commit point
+    NOTHING_NEW = "nothing-new"  # an append whose inputs the store holds already: write nothing
+
+
+@dataclass(frozen=True)
+class StoreSpec:
+    """Everything StoreToZarr resolves when the pipeline is built: where, how, and who bakes one store."""
+
+    url: str
+    combine_dims: tuple[Dimension, ...]
+    target_chunks: Any = None
+    attrs: Mapping[str, Any] = field(default_factory=dict)
+    encoding: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    zarr_format: int = 3
+    target_shards: Mapping[str, int] | None = None
+    max_mem: int | str = "1GB"  # the data budget of this process, local workers already accounted for
+    dynamic_chunking_fn: Callable[..., Mapping[str, int]] | None = None
+    dynamic_chunking_fn_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    storage_options: dict | None = None
+    owner: str = field(default_factory=new_owner)  # the lease owner of this bake
+    lease_ttl: float = DEFAULT_TTL
+    break_lease: bool = False
+    append_dim: str | None = None
+    progress_dir: str | None = None
+    provenance: Mapping[str, Any] = field(default_factory=dict)  # what the runner knows of the recipe
+    max_attr_bytes: int | None = DEFAULT_MAX_ATTR_BYTES
+
+    @property
+    def concat_dims(self) -> list[str]:
+        return [d.name for d in self.combine_dims if d.operation.name == "CONCAT"]
+
+    def plan_kwargs(self, extra_attrs: Mapping[str, Any]) -> dict[str, Any]:
+        """The keyword arguments of :func:`~arcoforge.store_plan.plan_store` (``extra_attrs`` added to attrs)."""
+        return dict(target_chunks=self.target_chunks, attrs={**self.attrs, **extra_attrs},
+                    encoding=dict(self.encoding), zarr_format=self.zarr_format,
+                    storage_options=self.storage_options, target_shards=self.target_shards, max_mem=self.max_mem,
+                    dynamic_chunking_fn=self.dynamic_chunking_fn,
+                    dynamic_chunking_fn_kwargs=dict(self.dynamic_chunking_fn_kwargs))
+
+
+@dataclass(frozen=True)
+class BakePlan:
+    """A planned bake: the store plan, the mode decided for it, and its fingerprint (computed once).
+
+    It travels to the workers as an element, so it holds plain data only (not the spec's functions).
+    """
+
+    plan: StorePlan
+    mode: Mode
+    fingerprint: str | None  # None when there is nothing new to write
+    description: Mapping[str, Any] = field(default_factory=dict)  # what the fingerprint is of
+    owner: str = ""  # the lease owner, who releases the lease once the store is published
+    progress_dir: str | None = None
+
+    @property
+    def url(self) -> str:
+        return self.plan.url
+
+    @property
+    def resumes(self) -> bool:
+        return self.mode in (Mode.RESUME, Mode.RESUME_APPEND)
+
+
+# One StoreState per store (and storage options) per process: a cache, not configuration.
+_STATES: dict[tuple[str, str, int], StoreState] = {}
+
+
+def store_state(url: str, storage_options: Mapping[str, Any] | None = None) -> StoreState:
+    """The one :class:`~arcoforge.io.state.StoreState` of a store in this process (per storage options)."""
+    key = (url.rstrip("/"), json.dumps(storage_options or {}, sort_keys=True, default=repr), os.getpid())
+    state = _STATES.get(key)
+    if state is None:
+        if len(_STATES) >= 64:  # many stores in one long-lived process: start over rather than grow
+            _STATES.clear()
+        state = _STATES[key] = StoreState(url, storage_options)
+    return state
+
+
+def read_schema(element: tuple[Index, xr.Dataset], spec: StoreSpec) -> InputSchema:
+    """The schema of one opened input (large attributes dropped), checked to be storable."""
+    index, ds = element
+    check_storable(ds, index)  # here rather than on opening, so that a Preprocess may drop what cannot be stored
+    schema = drop_large_attrs(input_schema(ds, index, spec.concat_dims), spec.max_attr_bytes)
+    record_event(spec.progress_dir, "input", index=repr(index))
+    return schema
+
+
+def plan_with_lease(spec: StoreSpec, input_schemas: list[InputSchema]) -> BakePlan:
+    """Take the store's lease (renewed by a heartbeat until released), then :func:`plan_bake`."""
+    state = store_state(spec.url, spec.storage_options)
+    lease = state.lease()
+    lease.acquire(spec.owner, spec.lease_ttl, spec.break_lease)
+    if lease.taken:  # not held by who runs the pipeline (the CLI): renewed here until released
+        LeaseKeeper([lease], spec.owner, spec.lease_ttl).start()
+    try:
+        return plan_bake(spec, input_schemas, state)
+    except BaseException:
+        state.release_lease(spec.owner)  # nothing was written: the store is free again
+        raise
+
+
+def plan_bake(spec: StoreSpec, input_schemas: list[InputSchema], state: StoreState | None = None) -> BakePlan:
+    """Combine and check the inputs, plan the store, and decide the bake's :class:`Mode` from its state.
+
+    An append a crash interrupted after its commit point is finished here; one
+    interrupted before it is resumed if this plan is the same, else rolled back.
+    """
+    state = state or store_state(spec.url, spec.storage_options)
+    url, append_dim, combine_dims = spec.url, spec.append_dim, list(spec.combine_dims)
+    nitems = nitems_per_file(combine_dims)
+    journal = append_txn.recover(state) if append_dim else None
+    unfinished = None
+    try:
+        existing = read_existing(url, append_dim, spec.storage_options) if append_dim else None
+    except UnfinishedStoreError as error:  # resumed below if this is that same bake
+        existing, unfinished = None, error
+    # An append checks only its new inputs here; extend_schema checks that they continue the store.
+    fresh = inputs_to_append(input_schemas, existing) if existing is not None else input_schemas
+    check_inputs(fresh, combine_dims, dict(spec.encoding))
+    if existing is not None and not fresh:
+        if journal is not None:
+            append_txn.roll_back(state, journal, spec.storage_options)
+        logger.info("nothing to append to %s: it holds all %d inputs", url, len(input_schemas))
+        schema = combine_schemas(input_schemas, combine_dims, nitems)
+        plan = StorePlan(url, schema, {}, {}, {}, storage_options=spec.storage_options, append_dim=append_dim,
+                         nothing_new=True)
+        return BakePlan(plan, Mode.NOTHING_NEW, None, owner=spec.owner, progress_dir=spec.progress_dir)
+    if existing is not None:
+        first = {append_dim: min(s.index.find_position(append_dim).value for s in fresh)}
+        schema = extend_schema(existing, combine_schemas(fresh, combine_dims, nitems, first_positions=first))
+        logger.info("appending %d inputs to %s along %r (%d -> %d)", len(fresh), url, append_dim,
+                    existing.length, schema.dims[append_dim])
+    else:
+        schema = combine_schemas(input_schemas, combine_dims, nitems)
+    record = {**provenance(n_inputs=schema.n_inputs), **spec.provenance}
+    plan = plan_store(schema, url, **spec.plan_kwargs(provenance_attrs(record)), append_to=existing)
+    plan = with_documents(plan, existing)
+    description = plan_description(plan)
+    print_ = fingerprint(description)
+    mode, plan = _decide(state, plan, print_, existing is not None, journal, unfinished)
+    record_event(spec.progress_dir, "plan", store=url, n_inputs=plan.schema.n_inputs,
+                 n_tasks=plan.n_tasks - len(plan.done), nbytes=plan.nbytes)
+    checkpoint("append.plan" if existing is not None else "bake.plan")
+    return BakePlan(plan, mode, print_, description, owner=spec.owner, progress_dir=spec.progress_dir)
+
+
+def _decide(state: StoreState, plan: StorePlan, print_: str, appending: bool, journal: Mapping | None,
+            unfinished: UnfinishedStoreError | None) -> tuple[Mode, StorePlan]:
+    """The mode of a planned bake from what the store's state records, and the plan with the tasks done."""
+    recorded = state.plan_fingerprint()
+    if unfinished is not None and recorded != print_:
+        raise unfinished
+    if journal is not None:
+        if journal["fingerprint"] == print_:  # the same append: resume it
+            done = frozenset(state.done_tasks())
+            logger.info("resuming the append to %s: %d of %d write tasks already done", plan.url, len(done),
+                        plan.n_tasks)
+            return Mode.RESUME_APPEND, dataclasses.replace(plan, resume=True, done=done)
+        append_txn.roll_back(state, journal, plan.storage_options)
+        return (Mode.APPEND if appending else Mode.FRESH), plan
+    if appending:
+        return Mode.APPEND, plan
+    if recorded != print_:
+        return Mode.FRESH, plan
+    complete = state.is_complete(print_)
+    done = frozenset(task_id(group, task) for group, grid in plan.grids.items() for task in grid) \
+        if complete else frozenset(state.done_tasks())
+    logger.info("resuming %s: %d of %d write tasks already done%s", plan.url, len(done), plan.n_tasks,
+                " (complete)" if complete else "")
+    return Mode.RESUME, dataclasses.replace(plan, resume=True, done=done)
+
+
+def prepare_store(bake: BakePlan) -> str:
+    """Write the template of a fresh bake, or the journal of an append; a resumption finds them there."""
+    plan = bake.plan
+    if bake.mode in (Mode.NOTHING_NEW, Mode.RESUME, Mode.RESUME_APPEND):
+        return plan.url
+    state = store_state(plan.url, plan.storage_options)
+    recorded = json.loads(json.dumps(bake.description, default=repr))
+    if bake.mode is Mode.APPEND:
+        append_txn.begin(state, plan, bake.fingerprint)
+        state.write_json("plan.json", {"fingerprint": bake.fingerprint, "plan": recorded})
+        return plan.url
+    state.remove("plan.json")  # an attempt killed while the template is written starts over
+    write_template(plan.url, render_plan(plan), plan.storage_options)
+    checkpoint("bake.template")
+    state.start(bake.fingerprint, recorded, plan.documents)
+    checkpoint("bake.recorded")
+    return plan.url
+
+
+def cut_pieces(element: tuple[Index, xr.Dataset], bake: BakePlan) -> Iterator[tuple[tuple, Any]]:
+    """The pieces of one input, keyed by the write task they belong to (tasks already done left out)."""
+    index, ds = element
+    plan = bake.plan
+    schema = plan.schema
+    groups = {group: names for group, names in plan.groups.items() if schema.writes_variable(index, group)}
+    if groups:  # else an input the store holds already, or one contributing nothing
+        dims_of = {name: schema.variables[name].dims for names in groups.values() for name in names}
+        for key, piece in input_pieces(index, ds, groups, dims_of, schema.input_offsets(index), plan.grids):
+            if not plan.done or task_id(*key) not in plan.done:  # done by an earlier attempt
+                yield key, piece
+
+
+def write_task(task: tuple[tuple, Iterable[Any]], bake: BakePlan) -> int:
+    """Assemble and write one write task's regions, then mark it done; returns the bytes written."""
+    limit_netcdf_chunk_cache()  # the pieces re-open their inputs in this process
+    plan = bake.plan
+    key, pieces = task
+    variables = {name: plan.schema.variables[name] for name in plan.groups[key[0]]}
+    dtypes = {name: variable.dtype for name, variable in variables.items()}
+    nbytes = 0
+    for name, region, values in assemble_task(key, pieces, plan.grids[key[0]], dtypes, worker_task_buffer()):
+        write_region(plan, name, region, values)
+        nbytes += values.nbytes
+        del values
+        release_freed_memory()
+    store_state(plan.url, plan.storage_options).mark_done(task_id(*key))
+    checkpoint("append.task" if plan.append_dim else "bake.task")
+    record_event(bake.progress_dir, "task", store=plan.url, variables=sorted(variables), nbytes=nbytes)
+    return nbytes
+
+
+def finalize(total: int, bake: BakePlan) -> str:
+    """Publish the store (or commit the append), then release the lease; returns the store's URL."""
+    plan, owner = bake.plan, bake.owner
+    state = store_state(plan.url, plan.storage_options)
+    if bake.mode is not Mode.NOTHING_NEW:
+        if bake.resumes:  # writers of the killed attempt may have died mid-write
+            state.remove_abandoned_writes()
+        if plan.append_dim:
+            append_txn.finish(state, plan, state.read_json(append_txn.JOURNAL))
+        else:
+            _publish(state, bake)
+    state.release_lease(owner)
+    logger.debug("finalized %s (%s, %d bytes written)", plan.url, bake.mode.value, total)
+    return plan.url
+
+
+def _publish(state: StoreState, bake: BakePlan) -> None:
+    """Publish a bake whose chunks are all written: arrays' documents, then the root (the commit point)."""
+    plan = bake.plan
+    checkpoint("bake.chunks")
+    arrays, roots = publication_order(plan.documents, plan.zarr_format)
+    state.publish(arrays)
+    checkpoint("bake.arrays")
+    state.publish(roots)  # readers now find the whole store
+    checkpoint("bake.commit")
+    if consolidate_dimension_coordinates(plan.url, plan.storage_options):  # (not for stores planned here)
+        consolidate_metadata(plan.url, plan.storage_options)
+    state.mark_complete({
+        "fingerprint": bake.fingerprint,
+        "lengths": {dim: plan.schema.dims[dim] for dim in plan.schema.concat_dims},
+        "n_tasks": plan.n_tasks,
+        "ingested": list(plan.ingested),
+    })
+    checkpoint("bake.complete")
