@@ -12,7 +12,7 @@ import zarr
 
 import arcoforge as af
 from arcoforge.demo import write_demo_archive
-from arcoforge.state import StoreState
+from arcoforge.io.state import StoreState
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ import arcoforge as af
 import arcoforge.core.bake as core
 from arcoforge.core import Mode, StoreSpec, cut_pieces, finalize, plan_bake, prepare_store, read_schema, write_task
 from arcoforge.runtime.context import BakeContext
-from arcoforge.state import StoreState, task_id
+from arcoforge.io.state import StoreState, task_id
 
 N_INPUTS, STEPS = 5, 2  # five inputs of two time steps each
 URLS = [f"day{i}.nc" for i in range(N_INPUTS)]  # (only their pattern's combine_dims are used)
@@ -161,7 +161,7 @@ def test_one_fingerprint_and_one_store_state_per_bake(tmp_path, inputs, monkeypa
             super().__init__(*args, **kwargs)
 
     real = core.fingerprint
-    for module in ("arcoforge.core.bake", "arcoforge.writers", "arcoforge.append_txn"):
+    for module in ("arcoforge.core.bake", "arcoforge.io.zarr_store", "arcoforge.append_txn"):
         if hasattr(sys.modules[module], "fingerprint"):
             monkeypatch.setattr(sys.modules[module], "fingerprint", counted)
     monkeypatch.setattr(core, "StoreState", CountedState)

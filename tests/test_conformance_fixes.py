@@ -19,7 +19,7 @@ import pytest
 import xarray as xr
 
 import arcoforge as af
-from arcoforge.state import task_id
+from arcoforge.io.state import task_id
 
 pytestmark = [pytest.mark.filterwarnings("ignore::xarray.SerializationWarning")]
 

@@ -37,7 +37,7 @@ import xarray as xr
 import zarr
 
 import arcoforge as af
-from arcoforge.writers import coordinate_capacity
+from arcoforge.store_plan import coordinate_capacity
 
 
 def _load_sample_data_fixtures():

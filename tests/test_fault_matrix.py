@@ -27,7 +27,7 @@ import pytest
 import xarray as xr
 
 from arcoforge.demo import write_demo_archive
-from arcoforge.state import StoreState
+from arcoforge.io.state import StoreState
 
 BAKE_STEPS = ["bake.plan", "bake.template", "bake.recorded", "bake.task#2", "bake.chunks", "bake.arrays",
               "bake.commit", "bake.complete"]

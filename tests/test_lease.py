@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from arcoforge.lease import LeaseError, LeaseKeeper, staleness
-from arcoforge.state import StoreState
+from arcoforge.io.lease import LeaseError, LeaseKeeper, staleness
+from arcoforge.io.state import StoreState
 
 UTC = dt.timezone.utc
 
@@ -59,7 +59,7 @@ def test_racing_bakes_on_a_local_disk_never_both_win(tmp_path):
 
 def test_s3_lease_writes_are_conditional(s3):
     """The S3 backend's create and replace refuse to overwrite a lease that changed since it was read."""
-    from arcoforge.lease import _Conflict
+    from arcoforge.io.lease import _Conflict
 
     options, bucket = s3
     backend = StoreState(f"s3://{bucket}/x.zarr", options).lease().backend
@@ -83,7 +83,7 @@ def test_a_lease_whose_heartbeat_is_too_old_is_taken_over_naming_its_owner(tmp_p
     old["heartbeat"] = (dt.datetime.now(UTC) - dt.timedelta(seconds=61)).isoformat()
     old["host"] = "another-host"  # its process cannot be looked at from here: only the heartbeat counts
     state.write_json("lease.json", old)
-    with caplog.at_level(logging.WARNING, logger="arcoforge.lease"):
+    with caplog.at_level(logging.WARNING, logger="arcoforge.io.lease"):
         state.acquire_lease("bake-b", 60)
     assert state.read_json("lease.json")["owner"] == "bake-b"
     assert "took over the lease" in caplog.text and "from owner bake-a (host another-host" in caplog.text
@@ -98,7 +98,7 @@ def test_a_lease_of_a_dead_process_on_this_host_is_taken_over_at_once(tmp_path, 
     dead.wait()
     lease = state.acquire_lease("bake-a", 3600)
     state.write_json("lease.json", {**lease, "pid": dead.pid, "pid_start": None})
-    with caplog.at_level(logging.WARNING, logger="arcoforge.lease"):
+    with caplog.at_level(logging.WARNING, logger="arcoforge.io.lease"):
         state.acquire_lease("bake-b", 3600)
     assert f"its process {dead.pid} on this host is gone" in caplog.text
     # A reused pid is told apart by its start time; a process of another host is judged by its heartbeat only.

@@ -59,8 +59,10 @@ def test_a_bake_of_an_escaping_store_name_exits_2_and_writes_nothing(tmp_path, d
 def test_a_recipe_id_with_a_slash_is_refused(tmp_path, daily_archive, capsys):
     recipe = tmp_path / "recipe.py"
     recipe.write_text(RECIPE.format(paths=daily_archive[:2], name="x.zarr"))
+    from arcoforge.bake import _bake_recipe
     from arcoforge.feedstock import RecipeRef
+    from arcoforge.runtime.events import Events
 
     with pytest.raises(RecipeError, match=r"recipe id '\.\./up' would leave the target root"):
-        cli._bake_recipe(RecipeRef("../up", None, None, recipe, "recipe.py"), None, cli.Events(), prune=None, dry_run=False,
-                         metadata=None, break_lease=False, append=False, feedstock_name=None, collection_id=None)
+        _bake_recipe(RecipeRef("../up", None, None, recipe, "recipe.py"), None, Events(), prune=None, dry_run=False,
+                     metadata=None, break_lease=False, append=False, feedstock_name=None, collection_id=None)

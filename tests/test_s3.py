@@ -17,7 +17,7 @@ from arcoforge import stac
 from arcoforge.openers import prepare_input
 from arcoforge.skipping import read_skipped_inputs
 from arcoforge.io import RetryPolicy
-from arcoforge.writers import open_store
+from arcoforge.io.zarr_store import open_store
 
 
 

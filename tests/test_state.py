@@ -17,7 +17,7 @@ import xarray as xr
 
 from arcoforge.demo import write_demo_archive
 from arcoforge.runtime.memory import WORKER_PROCESS_BYTES
-from arcoforge.state import LeaseError, StoreState, state_url, task_id
+from arcoforge.io.state import LeaseError, StoreState, state_url, task_id
 
 RECIPE = textwrap.dedent('''
     import apache_beam as beam

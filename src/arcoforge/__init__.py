@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .errors import ArcoforgeError, InfrastructureError, InputError, RecipeError, SchemaError
-    from .lease import LeaseError
+    from .io.lease import LeaseError
     from .patterns import (CombineOp, ConcatDim, Dimension, FilePattern, FileType, Index, MergeDim, Position,
                            pattern_from_file_sequence)
     from .io import InputCache, RetryPolicy
@@ -51,7 +51,7 @@ _PUBLIC = {
     "ArcoforgeError": "errors",
     "InfrastructureError": "errors",
     "InputError": "errors",
-    "LeaseError": "lease",
+    "LeaseError": "io.lease",
     "InputCache": "io",
     "RetryPolicy": "io",
     "RecipeError": "errors",

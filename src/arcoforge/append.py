@@ -1,7 +1,7 @@
 """Appending to a published store: new inputs along one dimension, checked before anything is written.
 
 A complete store records which inputs it holds and its length along each
-concat dimension (``complete.json`` in its state folder, see :mod:`arcoforge.state`). An append bake combines only the inputs not yet ingested, checks
+concat dimension (``complete.json`` in its state folder, see :mod:`arcoforge.io.state`). An append bake combines only the inputs not yet ingested, checks
 them against the store — same variables, dimensions, dtypes and encodings, and
 coordinates that continue the store's strictly increasing axis without
 overlapping it — and extends the store's schema so that write tasks cover only
@@ -23,7 +23,7 @@ import xarray as xr
 from .errors import SchemaError
 from .packing import is_packed, store_value_encoding
 from .schema import CF_ENCODING_KEYS, DatasetSchema, InputSchema, _cf_encoding, _same
-from .state import StoreState
+from .io.state import StoreState
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def read_existing(url: str, append_dim: str, storage_options: Mapping[str, Any] 
     import fsspec
     import zarr
 
-    from .writers import open_store
+    from .io.zarr_store import open_store
 
     state = StoreState(url, storage_options)
     complete = state.read_json("complete.json")

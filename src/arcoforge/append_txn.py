@@ -43,12 +43,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .documents import COMMIT_KEY, array_dims, array_names, publication_order, planned_array
+from .documents import COMMIT_KEY, array_dims, array_names, publication_order
+from .io.zarr_store import planned_array
 from .faults import checkpoint
-from .state import StoreState, _now
+from .io.state import StoreState, _now
 
 if TYPE_CHECKING:
-    from .writers import StorePlan
+    from .store_plan import StorePlan
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ def begin(state: StoreState, plan: "StorePlan", plan_fingerprint: str) -> dict[s
 
 def write_coordinates(plan: "StorePlan") -> None:
     """Write the new values of the concat coordinate into its spare room or new chunks beyond."""
-    from .writers import encode_variable
+    from .store_template import encode_variable
 
     dim, old, new = plan.append_dim, plan.append_origin, plan.schema.dims[plan.append_dim]
     for name, values in plan.schema.concat_coords.items():

@@ -16,7 +16,6 @@ import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import fsspec
 import xarray as xr
 import zarr
 
@@ -62,21 +61,6 @@ def publication_order(keys: Iterable[str], zarr_format: int) -> tuple[list[str],
     return sorted(keys - set(roots)), roots
 
 
-def read_documents(url: str, names: Iterable[str], zarr_format: int,
-                   storage_options: Mapping[str, Any] | None = None) -> dict[str, bytes]:
-    """The metadata documents of the root and of the arrays ``names`` as the store holds them now."""
-    fs, path = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
-    per_array = ("zarr.json",) if zarr_format == 3 else (".zarray", ".zattrs")
-    keys = [*ROOT_ORDER[zarr_format], *(f"{name}/{doc}" for name in names for doc in per_array)]
-    documents = {}
-    for key in keys:
-        try:
-            documents[key] = fs.cat_file(f"{path}/{key}")
-        except FileNotFoundError:
-            continue
-    return documents
-
-
 def array_dims(documents: Mapping[str, bytes], name: str, zarr_format: int) -> tuple[str, ...]:
     if zarr_format == 3:
         return tuple(json.loads(documents[f"{name}/zarr.json"]).get("dimension_names") or ())
@@ -103,21 +87,3 @@ def grow_documents(documents: Mapping[str, bytes], dim: str, length: int, zarr_f
         document["shape"][dims.index(dim)] = int(length)
         grown[key] = json.dumps(document, indent=2).encode()
     return consolidated(grown, zarr_format)
-
-
-def planned_array(url: str, name: str, documents: Mapping[str, bytes], zarr_format: int,
-                  storage_options: dict | None = None) -> zarr.Array:
-    """Array ``name`` of the store at ``url`` as ``documents`` describe it, whatever the store publishes yet."""
-    from zarr.core.array import AsyncArray
-    from zarr.core.metadata import ArrayV2Metadata, ArrayV3Metadata
-    from zarr.storage import StorePath
-
-    from .writers import open_store
-
-    if zarr_format == 3:
-        metadata: Any = ArrayV3Metadata.from_dict(json.loads(documents[f"{name}/zarr.json"]))
-    else:
-        attributes = json.loads(documents.get(f"{name}/.zattrs", b"{}"))
-        metadata = ArrayV2Metadata.from_dict({**json.loads(documents[f"{name}/.zarray"]), "attributes": attributes})
-    store_path = StorePath(open_store(url, storage_options), name)
-    return zarr.Array(AsyncArray(metadata, store_path)).with_config({"write_empty_chunks": True})

@@ -6,7 +6,7 @@ from typing import Any
 
 from apache_beam.metrics import Metrics
 
-from ..writers import StorePlan
+from ..store_plan import StorePlan
 
 # The namespace of arcoforge's Beam counters (the CLI reads inputs_read, tasks_written, bytes_written).
 NAMESPACE = "arcoforge"

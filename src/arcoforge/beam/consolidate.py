@@ -8,7 +8,7 @@ from typing import Any
 import apache_beam as beam
 
 from ..runtime.context import BakeContext, resolve_context
-from ..writers import consolidate_dimension_coordinates, consolidate_metadata
+from ..io.zarr_store import consolidate_dimension_coordinates, consolidate_metadata
 from .common import store_url_of
 
 

@@ -18,12 +18,12 @@ from ..core.bake import (BakePlan, StoreSpec, cut_pieces, finalize, plan_with_le
                          write_task)
 from ..errors import RecipeError
 from ..input_checks import DEFAULT_MAX_ATTR_BYTES
-from ..lease import DEFAULT_TTL
+from ..io.lease import DEFAULT_TTL
 from ..patterns import Dimension, Index, check_combine_dims
 from ..runtime.context import BakeContext, resolve_context
 from ..runtime.memory import local_data_budget
-from ..state import new_owner
-from ..writers import DEFAULT_MAX_MEM, store_url
+from ..io.state import new_owner
+from ..store_plan import DEFAULT_MAX_MEM, store_url
 from ..zarr_encoding import check_encoding
 from .common import count
 
@@ -126,7 +126,7 @@ class StoreToZarr(beam.PTransform):
     before are skipped. While a bake runs it holds a lease on the store, renewed
     every few seconds; another bake of the same store fails clearly unless the
     holder's heartbeat is ``lease_ttl`` seconds old (default 60), its process on
-    this host is gone, or ``break_lease`` (see :mod:`arcoforge.lease`).
+    this host is gone, or ``break_lease`` (see :mod:`arcoforge.io.lease`).
 
     With ``append_dim`` (or ``arcoforge bake --append``), inputs the complete
     store does not hold yet are appended along that dimension, after checks

@@ -35,16 +35,18 @@ from ..documents import publication_order
 from ..faults import checkpoint
 from ..features import check_storable
 from ..input_checks import DEFAULT_MAX_ATTR_BYTES, check_inputs, drop_large_attrs
-from ..lease import DEFAULT_TTL, LeaseKeeper
+from ..io.lease import DEFAULT_TTL, LeaseKeeper
 from ..patterns import Dimension, Index, nitems_per_file
 from ..rechunk import assemble_task, input_pieces
 from ..runtime.memory import limit_netcdf_chunk_cache, release_freed_memory, worker_task_buffer
 from ..runtime.progress import record_event
 from ..schema import InputSchema, combine_schemas, input_schema
 from ..stac import provenance, provenance_attrs
-from ..state import StoreState, fingerprint, new_owner, task_id
-from ..writers import (StorePlan, consolidate_dimension_coordinates, consolidate_metadata, plan_description,
-                       plan_store, render_plan, with_documents, write_region, write_template)
+from ..io.state import StoreState, fingerprint, new_owner, task_id
+from ..io.zarr_store import (consolidate_dimension_coordinates, consolidate_metadata, with_documents, write_region,
+                             write_template)
+from ..store_plan import StorePlan, plan_description, plan_store
+from ..store_template import render_plan
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +89,7 @@ class StoreSpec:
         return [d.name for d in self.combine_dims if d.operation.name == "CONCAT"]
 
     def plan_kwargs(self, extra_attrs: Mapping[str, Any]) -> dict[str, Any]:
-        """The keyword arguments of :func:`~arcoforge.writers.plan_store` (``extra_attrs`` added to attrs)."""
+        """The keyword arguments of :func:`~arcoforge.store_plan.plan_store` (``extra_attrs`` added to attrs)."""
         return dict(target_chunks=self.target_chunks, attrs={**self.attrs, **extra_attrs},
                     encoding=dict(self.encoding), zarr_format=self.zarr_format,
                     storage_options=self.storage_options, target_shards=self.target_shards, max_mem=self.max_mem,
@@ -123,7 +125,7 @@ _STATES: dict[tuple[str, str, int], StoreState] = {}
 
 
 def store_state(url: str, storage_options: Mapping[str, Any] | None = None) -> StoreState:
-    """The one :class:`~arcoforge.state.StoreState` of a store in this process (per storage options)."""
+    """The one :class:`~arcoforge.io.state.StoreState` of a store in this process (per storage options)."""
     key = (url.rstrip("/"), json.dumps(storage_options or {}, sort_keys=True, default=repr), os.getpid())
     state = _STATES.get(key)
     if state is None:

@@ -9,9 +9,12 @@ One module per concept, each usable without Beam:
 - :mod:`~arcoforge.io.signatures`: the one check that a body is data, not an error page;
 - :mod:`~arcoforge.io.cache`: the verified input cache and the download that fills it;
 - :mod:`~arcoforge.io.remote`: remote inputs and the picklable file object they are read through;
-- :mod:`~arcoforge.io.atomic`: writing a file so readers see the old content or the new, never half.
+- :mod:`~arcoforge.io.atomic`: writing a file so readers see the old content or the new, never half;
+- :mod:`~arcoforge.io.state`: what a bake records beside its store (plan, done tasks, held-back metadata);
+- :mod:`~arcoforge.io.lease`: who is writing a store, a lease that expires when its bake dies.
 
-The names below are what the other layers use; anything else is the modules' own business.
+The names below are what the other layers use; anything else is the modules' own business. State, lease
+(and :mod:`~arcoforge.io.zarr_store`, which needs zarr) are imported by their module path.
 """
 
 from __future__ import annotations

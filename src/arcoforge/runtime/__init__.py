@@ -12,6 +12,7 @@ run-time defaults and to record progress.
 - :mod:`~arcoforge.runtime.workers`: local worker processes, started warm.
 - :mod:`~arcoforge.runtime.memory`: what each process may hold; glibc and netCDF-C tuning.
 - :mod:`~arcoforge.runtime.progress`: progress events from workers, and their reporter.
+- :mod:`~arcoforge.runtime.events`: what a bake reports to its caller (JSON lines, or lines for people).
 - :mod:`~arcoforge.runtime.process`: ending a process without interpreter teardown.
 
 Names are imported on first use, as in :mod:`arcoforge`: a worker process
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
                                    dataflow_pipeline_options, flink_pipeline_options, local_pipeline_options)
     from .process import exit_now
     from .progress import BakeProgress, ProgressReporter, record_event
+    from .events import Events, JsonProgress
     from .context import BakeContext, current_context, resolve_context, use_runtime_defaults
     from .runners import RunnerChoice, choose_runner, local_runner, quiet_beam_logging, run_local
     from .workers import WarmWorkers
@@ -54,6 +56,8 @@ _PUBLIC = {
     "BakeProgress": "progress",
     "ProgressReporter": "progress",
     "record_event": "progress",
+    "Events": "events",
+    "JsonProgress": "events",
     "RunnerChoice": "runners",
     "BakeContext": "context",
     "current_context": "context",

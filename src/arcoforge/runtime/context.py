@@ -40,7 +40,7 @@ class BakeContext:
     # Who is baking (the lease owner of the stores written), and whether to break other bakes' leases.
     owner: str | None = None
     break_lease: bool = False
-    # Seconds a store's lease outlives its last heartbeat (see arcoforge.lease).
+    # Seconds a store's lease outlives its last heartbeat (see arcoforge.io.lease).
     lease_ttl: float | None = None
     # Append new inputs to existing stores along their concat dim (arcoforge bake --append).
     append: bool = False

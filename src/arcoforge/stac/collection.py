@@ -72,7 +72,7 @@ def inspect_zarr_store(url: str, storage_options: dict | None = None) -> ZarrSto
     """Read the root metadata of a Zarr store (v2 or v3) at a path or fsspec URL."""
     import zarr
 
-    from ..writers import open_store
+    from ..io.zarr_store import open_store
 
     try:
         group = zarr.open_group(store=open_store(url, storage_options, read_only=True), mode="r")
@@ -84,7 +84,7 @@ def inspect_zarr_store(url: str, storage_options: dict | None = None) -> ZarrSto
 
 def open_store_dataset(url: str, storage_options: dict | None = None, consolidated: bool | None = None) -> xr.Dataset:
     """The store opened with xarray, lazily (as ``xarray.open_zarr`` does)."""
-    from ..writers import open_store
+    from ..io.zarr_store import open_store
 
     ds = xr.open_zarr(open_store(url, storage_options, read_only=True), consolidated=consolidated)
     ds.encoding.setdefault("source", public_url(url))

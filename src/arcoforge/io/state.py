@@ -18,7 +18,7 @@ outside the store, so readers of the store never see it:
   :mod:`arcoforge.append_txn`);
 - ``lease.json``: who is writing the store, renewed by a heartbeat; a second
   bake of the same store fails clearly instead of interleaving writes, unless
-  the holder is dead (see :mod:`arcoforge.lease`).
+  the holder is dead (see :mod:`arcoforge.io.lease`).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from typing import Any
 
 import fsspec
 
+from .atomic import is_local_filesystem, write_atomically
 from .lease import DEFAULT_TTL, LEASE_FILE, Lease, LeaseError, lease_file  # noqa: F401 (LeaseError: re-exported)
 
 logger = logging.getLogger(__name__)
@@ -87,22 +88,14 @@ class StoreState:
         self._write(self._file(name), json.dumps(document, indent=2, default=str).encode())
 
     def _is_local(self) -> bool:
-        protocol = self.fs.protocol
-        return bool({"file", "local"} & set(protocol if isinstance(protocol, (tuple, list)) else (protocol,)))
+        return is_local_filesystem(self.fs)
 
     def put(self, path: str, data: bytes) -> None:
         """Write a whole file at ``path`` (any path of this filesystem): readers see all of it or none."""
         self._write(path, data)
 
     def _write(self, path: str, data: bytes) -> None:
-        self.fs.makedirs(self.fs._parent(path), exist_ok=True)
-        if self._is_local():
-            tmp = f"{path}.tmp-{os.getpid()}"
-            with self.fs.open(tmp, "wb") as out:
-                out.write(data)
-            self.fs.mv(tmp, path)  # a rename: readers see the old or the new document, never half
-        else:
-            self.fs.pipe_file(path, data)  # object stores replace whole objects
+        write_atomically(path, data, self.fs)  # readers see the old or the new document, never half
 
     def remove(self, name: str) -> None:
         try:
@@ -194,7 +187,7 @@ class StoreState:
         self.remove("root")
         self.remove("done")
 
-    # -- the lease (see arcoforge.lease) -----------------------------------------------------
+    # -- the lease (see arcoforge.io.lease) -----------------------------------------------------
     def lease(self) -> Lease:
         """The lease of this store, changed only by compare-and-swap."""
         return Lease(lease_file(self.fs, self._file(LEASE_FILE)), self.store_url)

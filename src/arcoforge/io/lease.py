@@ -31,11 +31,11 @@ import logging
 import os
 import socket
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .errors import InfrastructureError
+from ..errors import InfrastructureError
+from .atomic import temporary_name, write_json_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -163,15 +163,12 @@ class LocalLeaseFile:
             return None, None
         return json.loads(data), hashlib.sha256(data).hexdigest()
 
-    def _tmp(self, lease: dict[str, Any]) -> str:
-        tmp = f"{self.path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        with open(tmp, "w") as out:
-            json.dump(lease, out, indent=2)
-        return tmp
-
     def create(self, lease: dict[str, Any]) -> None:
         with self._locked():
-            tmp = self._tmp(lease)
+            # Written whole under a temporary name, then linked: the link is the exclusive create.
+            tmp = temporary_name(self.path)
+            with open(tmp, "w") as out:
+                json.dump(lease, out, indent=2)
             try:
                 os.link(tmp, self.path)  # fails if the lease exists, even where flock is not honoured
             except FileExistsError:
@@ -183,7 +180,7 @@ class LocalLeaseFile:
         with self._locked():
             if self.read()[1] != token:
                 raise _Conflict()
-            os.replace(self._tmp(lease), self.path)
+            write_json_atomically(self.path, lease, indent=2)
 
     def delete(self, token: str | None) -> None:
         with self._locked():
