@@ -230,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     bake_parser.add_argument("--num-workers", type=int, help="local worker processes, or dask LocalCluster "
                              "workers (default 1)")
     bake_parser.add_argument("--max-mem", help="memory budget for array data of the whole bake, e.g. 2GB "
-                             "(default: each StoreToZarr's max_mem, 1GB)")
+                             "for StoreToZarr steps that set no max_mem of their own (default 1GB)")
     bake_parser.add_argument("--dask-address", help="dask scheduler address for --runner dask "
                              "(default: a LocalCluster of --num-workers processes)")
     bake_parser.add_argument("--flink-master", help="Flink REST endpoint (host:8081) for --runner flink")
