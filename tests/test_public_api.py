@@ -41,3 +41,13 @@ def test_importing_arcoforge_changes_no_logging_configuration():
             "after = (list(logging.getLogger().filters), list(logging.getLogger().handlers)); "
             "assert before == after, (before, after)")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_every_package_of_the_source_tree_is_installed():
+    """pyproject's package list names every package under src/arcoforge (a missed one is absent from wheels)."""
+    import tomllib
+
+    root = Path(__file__).parents[1]
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(root / "src").parts) for p in (root / "src").rglob("__init__.py")}
+    assert found <= listed, f"add to [tool.setuptools] packages: {sorted(found - listed)}"
