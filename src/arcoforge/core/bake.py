@@ -31,7 +31,6 @@ import xarray as xr
 
 from .. import append_txn
 from ..append import UnfinishedStoreError, extend_schema, inputs_to_append, read_existing
-from ..documents import publication_order
 from ..faults import checkpoint
 from ..features import check_storable
 from ..input_checks import DEFAULT_MAX_ATTR_BYTES, check_inputs, drop_large_attrs
@@ -43,8 +42,7 @@ from ..runtime.progress import record_event
 from ..schema import InputSchema, combine_schemas, input_schema
 from ..stac import provenance, provenance_attrs
 from ..io.state import StoreState, fingerprint, new_owner, task_id
-from ..io.zarr_store import (consolidate_dimension_coordinates, consolidate_metadata, with_documents, write_region,
-                             write_template)
+from ..io.zarr_store import publish_bake, with_documents, write_region, write_template
 from ..store_plan import StorePlan, plan_description, plan_store
 from ..store_template import render_plan
 
@@ -290,27 +288,7 @@ def finalize(total: int, bake: BakePlan) -> str:
         if plan.append_dim:
             append_txn.finish(state, plan, state.read_json(append_txn.JOURNAL))
         else:
-            _publish(state, bake)
+            publish_bake(state, plan, bake.fingerprint)
     state.release_lease(owner)
     logger.debug("finalized %s (%s, %d bytes written)", plan.url, bake.mode.value, total)
     return plan.url
-
-
-def _publish(state: StoreState, bake: BakePlan) -> None:
-    """Publish a bake whose chunks are all written: arrays' documents, then the root (the commit point)."""
-    plan = bake.plan
-    checkpoint("bake.chunks")
-    arrays, roots = publication_order(plan.documents, plan.zarr_format)
-    state.publish(arrays)
-    checkpoint("bake.arrays")
-    state.publish(roots)  # readers now find the whole store
-    checkpoint("bake.commit")
-    if consolidate_dimension_coordinates(plan.url, plan.storage_options):  # (not for stores planned here)
-        consolidate_metadata(plan.url, plan.storage_options)
-    state.mark_complete({
-        "fingerprint": bake.fingerprint,
-        "lengths": {dim: plan.schema.dims[dim] for dim in plan.schema.concat_dims},
-        "n_tasks": plan.n_tasks,
-        "ingested": list(plan.ingested),
-    })
-    checkpoint("bake.complete")

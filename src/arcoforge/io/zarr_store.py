@@ -25,9 +25,9 @@ import zarr
 
 from ..documents import ROOT_ORDER, consolidated, grow_documents, is_metadata_key, publication_order
 from ..faults import checkpoint
-from ..store_plan import StorePlan, plan_description
+from ..store_plan import StorePlan
 from ..store_template import encode_variable, render_plan
-from .state import StoreState, fingerprint
+from .state import StoreState
 
 if TYPE_CHECKING:
     from ..append import ExistingStore
@@ -119,8 +119,11 @@ def with_documents(plan: "StorePlan", existing: "ExistingStore | None" = None) -
                                ingested=(*existing.ingested, *urls))
 
 
-def publish_bake(state: StoreState, plan: "StorePlan") -> None:
-    """Publish a bake whose chunks are all written: arrays' documents, then the root (the commit point)."""
+def publish_bake(state: StoreState, plan: "StorePlan", plan_fingerprint: str) -> None:
+    """Publish a bake whose chunks are all written: arrays' documents, then the root (the commit point).
+
+    ``plan_fingerprint`` is the fingerprint the bake computed once when it planned.
+    """
     checkpoint("bake.chunks")
     arrays, roots = publication_order(plan.documents, plan.zarr_format)
     state.publish(arrays)
@@ -130,7 +133,7 @@ def publish_bake(state: StoreState, plan: "StorePlan") -> None:
     if consolidate_dimension_coordinates(plan.url, plan.storage_options):  # (not for stores planned here)
         consolidate_metadata(plan.url, plan.storage_options)
     state.mark_complete({
-        "fingerprint": fingerprint(plan_description(plan)),
+        "fingerprint": plan_fingerprint,
         "lengths": {dim: plan.schema.dims[dim] for dim in plan.schema.concat_dims},
         "n_tasks": plan.n_tasks,
         "ingested": list(plan.ingested),
