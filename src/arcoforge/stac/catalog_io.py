@@ -30,7 +30,7 @@ class FsspecStacIO(pystac.StacIO):
     """A pystac ``StacIO`` on fsspec: any URL fsspec knows, opened with ``storage_options``.
 
     ``storage_options`` are either flat (applied to remote URLs only) or keyed by
-    protocol, as everywhere in arcoforge (:func:`arcoforge.storage.options_for`).
+    protocol, as everywhere in arcoforge (:func:`arcoforge.io.filesystems.options_for`).
     JSON is written indented, UTF-8, and without NaN (which JSON has not).
     """
 

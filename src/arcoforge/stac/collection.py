@@ -36,7 +36,7 @@ PROVENANCE_FIELD = "arcoforge:provenance"
 
 
 def public_storage_options(storage_options: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Storage options safe to publish: only keys known to be harmless (see :mod:`arcoforge.redaction`).
+    """Storage options safe to publish: only keys known to be harmless (see :mod:`arcoforge.io.redaction`).
 
     >>> public_storage_options({"anon": False, "key": "AKIA", "pwd": "s",
     ...                         "client_kwargs": {"endpoint_url": "http://h:9000", "aws_session_token": "t"}})
