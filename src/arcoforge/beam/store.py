@@ -38,9 +38,20 @@ def _plan(schemas: list, spec: StoreSpec) -> BakePlan:
     return plan_with_lease(spec, schemas)
 
 
+def _cut_and_count(element: tuple[Index, Any], bake: BakePlan) -> list[tuple[tuple, Any]]:
+    """One input's pieces; the counters let a run check that every input and piece got through."""
+    pieces = list(cut_pieces(element, bake))
+    count("inputs_cut")
+    count("pieces_cut", len(pieces))
+    return pieces
+
+
 def _write_and_count(task: tuple, bake: BakePlan, template_url: str) -> int:
     """Write one task (``template_url``, a side input, only orders it after the template)."""
-    nbytes = write_task(task, bake)
+    key, pieces = task
+    pieces = list(pieces)
+    count("pieces_written", len(pieces))
+    nbytes = write_task((key, pieces), bake)
     count("tasks_written")
     count("bytes_written", nbytes)
     return nbytes
@@ -82,7 +93,7 @@ class CutPieces(beam.PTransform):
     plan: Any  # the planned bake, as a singleton side input
 
     def expand(self, datasets: beam.PCollection) -> beam.PCollection:
-        return datasets | "Cut" >> beam.FlatMap(cut_pieces, bake=self.plan)
+        return datasets | "Cut" >> beam.FlatMap(_cut_and_count, bake=self.plan)
 
 
 @dataclass

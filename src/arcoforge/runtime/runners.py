@@ -49,8 +49,10 @@ def local_runner(num_workers: int = 1) -> beam.runners.PipelineRunner:
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
     from apache_beam.transforms import environments
 
+    from .data_plane import guard_runner_data_plane
     from .workers import WORKER_MODULE, WarmWorkers, attach_command
 
+    guard_runner_data_plane()  # else a slow send to a worker can lose elements (see data_plane)
     if num_workers == 1:
         return FnApiRunner()
     warm = WarmWorkers.active_folder()
