@@ -36,7 +36,7 @@ from ..features import check_storable
 from ..input_checks import DEFAULT_MAX_ATTR_BYTES, check_inputs, drop_large_attrs
 from ..io.lease import DEFAULT_TTL, LeaseKeeper
 from ..patterns import Dimension, Index, nitems_per_file
-from ..rechunk import assemble_task, input_pieces
+from ..rechunk import LazyInput, assemble_task, input_pieces, lazy_input
 from ..runtime.memory import limit_netcdf_chunk_cache, release_freed_memory, worker_task_buffer
 from ..runtime.progress import record_event
 from ..schema import InputSchema, combine_schemas, input_schema
@@ -140,6 +140,22 @@ def read_schema(element: tuple[Index, xr.Dataset], spec: StoreSpec) -> InputSche
     schema = drop_large_attrs(input_schema(ds, index, spec.concat_dims), spec.max_attr_bytes)
     record_event(spec.progress_dir, "input", index=repr(index))
     return schema
+
+
+def keep_variables(element: tuple[Index, xr.Dataset], spec: StoreSpec) -> tuple[Index, LazyInput]:
+    """What :func:`cut_pieces` needs of an opened input, known before the plan: the variables it may write.
+
+    Left out: the concat dimensions' coordinates (written with the template)
+    and variables not spanning a concat dimension along which the input is not
+    the first (written from the first input only; see ``writes_variable``).
+    """
+    index, ds = element
+    concat = spec.concat_dims
+    # A dimension the index lacks keeps everything: the plan reports that mismatch.
+    later = {dim for dim in concat if index.find_concat_dim(dim) is not None and index.find_position(dim).value}
+    keep = [str(name) for name, variable in ds.variables.items()
+            if not (name in concat and variable.dims == (name,)) and not (later - set(variable.dims))]
+    return index, lazy_input(ds, keep)
 
 
 def plan_with_lease(spec: StoreSpec, input_schemas: list[InputSchema]) -> BakePlan:
@@ -246,8 +262,11 @@ def prepare_store(bake: BakePlan) -> str:
     return plan.url
 
 
-def cut_pieces(element: tuple[Index, xr.Dataset], bake: BakePlan) -> Iterator[tuple[tuple, Any]]:
-    """The pieces of one input, keyed by the write task they belong to (tasks already done left out)."""
+def cut_pieces(element: tuple[Index, xr.Dataset | LazyInput], bake: BakePlan) -> Iterator[tuple[tuple, Any]]:
+    """The pieces of one input, keyed by the write task they belong to (tasks already done left out).
+
+    The input is its opened Dataset, or what :func:`keep_variables` kept of it.
+    """
     index, ds = element
     plan = bake.plan
     schema = plan.schema
