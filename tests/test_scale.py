@@ -1,4 +1,4 @@
-"""Many inputs: nothing is lost between stages (issue 16), and write tasks stay small in pieces.
+"""Many inputs: nothing is lost between stages, and write tasks stay small in pieces (issue 16).
 
 The loss seen at 50,000 inputs came from a race in Beam's local runner (see
 :mod:`arcoforge.runtime.data_plane`): a block of elements written to a worker's
@@ -20,6 +20,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.runners.worker import data_plane
 
 import arcoforge as af
+from arcoforge.rechunk import plan_task_grid
 from arcoforge.runtime.data_plane import guard_runner_data_plane, runner_data_plane_guarded
 
 N_INPUTS = 600
@@ -84,7 +85,7 @@ def many_inputs_bake(tmp_path_factory):
     pattern = af.pattern_from_file_sequence([str(i) for i in range(N_INPUTS)], "time", nitems_per_file=1)
     recipe = (beam.Create(pattern.items()) | "Open in memory" >> beam.Map(_padded_input)
               | af.StoreToZarr(target_root=str(root), store_name="many.zarr", combine_dims=pattern.combine_dim_keys,
-                               target_chunks={"time": 100}))
+                               target_chunks={"time": 50}, max_pieces_per_task=120))
     period = worker_handlers.DATA_BUFFER_TIME_LIMIT_MS
     worker_handlers.DATA_BUFFER_TIME_LIMIT_MS = 1  # read when the runner starts its gRPC server
     try:
@@ -100,7 +101,22 @@ def test_every_input_and_piece_reaches_each_stage(many_inputs_bake):
     assert counters["inputs_read"] == N_INPUTS  # schemas (read in the stage that opens)
     assert counters["inputs_cut"] == N_INPUTS  # datasets that reached the cutting stage
     assert counters["pieces_cut"] == counters["pieces_written"]
-    assert counters["pieces_cut"] >= 2 * N_INPUTS  # a piece of each variable (more if 'pad' spans tasks)
+    assert counters["pieces_cut"] == 2 * N_INPUTS  # a piece of each of its two variables
+    # 600 inputs, at most 120 pieces a task: whole 50-step chunks, 100 steps a task, 6 tasks a variable
+    assert counters["tasks_written"] == 12
+
+
+def test_many_small_inputs_make_many_tasks():
+    """One-step inputs: tasks stop growing at max_pieces, not at 128 MiB (a million inputs: no hot key)."""
+    grid = plan_task_grid("sst", (1_000_000, 4, 8), (1000, 4, 8), [0], 8, 2**30, {0: 1}, max_pieces=4096)
+    assert grid.task_shape == (4000, 4, 8) and len(grid) == 250
+    assert plan_task_grid("sst", (1_000_000, 4, 8), (1000, 4, 8), [0], 8, 2**30).task_shape[0] > 4000  # uncapped
+    # inputs of 24 steps, chunks of 10: a task may straddle one more input than it holds whole
+    grid = plan_task_grid("sst", (240_000, 4, 8), (10, 4, 8), [0], 8, 2**30, {0: 24}, max_pieces=100)
+    worst = max(-(-(r.stop - r.start) // 24) + 1 for r in (grid.region(t)[0] for t in grid))
+    assert worst <= 100 and grid.task_shape[0] % 10 == 0 and grid.task_shape[0] > 2000
+    # one unit alone spans more inputs than the cap: it is still one task (a unit is never split)
+    assert plan_task_grid("sst", (50_000, 4, 8), (5000, 4, 8), [0], 8, 2**30, {0: 1}, max_pieces=100).task_shape[0] == 5000
 
 
 def test_many_inputs_store_holds_every_value(many_inputs_bake):

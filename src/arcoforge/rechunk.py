@@ -36,6 +36,9 @@ from .patterns import Index
 
 # Tasks grow along concat dimensions up to this size, to keep per-task overhead small.
 TASK_TARGET_BYTES = 128 * 2**20
+# ... and up to about this many pieces (inputs), so that a variable of many small inputs is many
+# tasks rather than one hot key: a piece costs ~1 ms to read and ~4 kB held until its task ends.
+MAX_PIECES_PER_TASK = 4096
 
 
 class TaskBuffer:
@@ -108,6 +111,8 @@ def plan_task_grid(
     concat_axes: Sequence[int],
     bytes_per_element: int,
     max_mem: int,
+    input_lengths: dict[int, int] | None = None,
+    max_pieces: int = MAX_PIECES_PER_TASK,
 ) -> TaskGrid:
     """Tile an array of ``shape`` into tasks of whole ``unit`` blocks that fit in ``max_mem``.
 
@@ -117,7 +122,13 @@ def plan_task_grid(
     Tasks start as one unit along concat axes and the whole extent along the
     others; the largest other axis is halved until the task fits. A task then
     grows along concat axes up to :data:`TASK_TARGET_BYTES` (fewer, larger
-    tasks cost less overhead).
+    tasks cost less overhead), and while it would gather at most ``max_pieces``
+    pieces: ``input_lengths`` maps a concat axis to its shortest input's length,
+    so a task spanning ``n`` elements along it takes up to ``ceil(n / length) + 1``
+    inputs' pieces. One unit is never split, however many pieces it takes.
+
+    >>> plan_task_grid("v", (100_000, 4, 8), (1000, 4, 8), [0], 8, 2**30, {0: 1}, 4096).task_shape
+    (4000, 4, 8)
 
     >>> plan_task_grid("v", (365, 720, 1440), (30, 720, 1440), [0], 8, 2**30).task_shape
     (30, 720, 1440)
@@ -143,11 +154,19 @@ def plan_task_grid(
         largest = max(splittable, key=lambda a: units[a] * unit[a])
         units[largest] = math.ceil(units[largest] / 2)
     limit = min(budget, TASK_TARGET_BYTES)
+    lengths = {axis: max(int(n), 1) for axis, n in (input_lengths or {}).items()}
+
+    def pieces() -> int:
+        return math.prod(math.ceil(min(units[a] * unit[a], max(shape[a], 1)) / lengths[a]) + (lengths[a] > 1)
+                         for a in lengths)
+
     for axis in concat_axes:
         most = max(math.ceil(shape[axis] / unit[axis]), 1)
         while units[axis] < most and task_bytes() * 2 <= limit:
             units[axis] = min(units[axis] * 2, most)
-        while units[axis] > 1 and task_bytes() > limit:
+        if lengths and pieces() > max_pieces:  # close in at once (a million one-step inputs), then step
+            units[axis] = max(units[axis] * max_pieces // pieces(), 1)
+        while units[axis] > 1 and (task_bytes() > limit or pieces() > max_pieces):
             units[axis] -= 1
     task_shape = tuple(min(n * u, max(s, 1)) for n, u, s in zip(units, unit, shape))
     return TaskGrid(shape=shape, task_shape=task_shape, unit=unit)

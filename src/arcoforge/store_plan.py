@@ -31,7 +31,7 @@ from .chunking import (
 )
 from .errors import RecipeError
 from .packing import store_value_encoding
-from .rechunk import TaskGrid, group_variables, plan_task_grid
+from .rechunk import MAX_PIECES_PER_TASK, TaskGrid, group_variables, plan_task_grid
 from .schema import DatasetSchema, VariableSchema, schema_as_dataset
 from .zarr_encoding import split_encoding
 
@@ -101,6 +101,7 @@ def plan_store(
     dynamic_chunking_fn: Callable[..., Mapping[str, int]] | None = None,
     dynamic_chunking_fn_kwargs: Mapping[str, Any] | None = None,
     append_to: "ExistingStore | None" = None,
+    max_pieces_per_task: int = MAX_PIECES_PER_TASK,
 ) -> StorePlan:
     """Resolve chunks, shards and write tasks, and apply encoding overrides, for a combined schema.
 
@@ -111,6 +112,8 @@ def plan_store(
     data one worker holds while writing (see :mod:`arcoforge.rechunk`). With
     ``append_to`` (the store being extended, see :mod:`arcoforge.append`) the
     store's own chunks and shards are kept and tasks cover only the new region.
+    A write task gathers the pieces of at most about ``max_pieces_per_task``
+    inputs (unless one write unit alone spans more).
     """
     if zarr_format not in (2, 3):
         raise RecipeError(f"zarr_format must be 2 or 3, got {zarr_format!r}")
@@ -164,6 +167,10 @@ def plan_store(
                 # a task writes its variables one after another
                 max(working_bytes_per_element(schema.variables[name]) for name in members),
                 max_mem_bytes,
+                # the shortest input along each concat axis: how many pieces a task gathers
+                {axis: min(schema.lengths[dim], default=1) for axis, dim in enumerate(variable.dims)
+                 if dim in schema.lengths},
+                max_pieces_per_task,
             )
             if origin:
                 start = tuple(origin.get(dim, 0) for dim in variable.dims)

@@ -21,6 +21,7 @@ from ..errors import RecipeError
 from ..input_checks import DEFAULT_MAX_ATTR_BYTES
 from ..io.lease import DEFAULT_TTL
 from ..patterns import Dimension, Index, check_combine_dims
+from ..rechunk import MAX_PIECES_PER_TASK
 from ..runtime.context import BakeContext, resolve_context
 from ..runtime.memory import local_data_budget
 from ..schema import SchemaPool
@@ -174,6 +175,9 @@ class StoreToZarr(beam.PTransform):
     :mod:`arcoforge.input_checks`): lengths against the pattern's
     ``nitems_per_file``, time-like concat coordinates strictly increasing, one
     dtype per variable. Attributes over ``max_attr_bytes`` are dropped.
+
+    A write task gathers the pieces of at most about ``max_pieces_per_task``
+    inputs, so a variable of many small inputs is written by many workers.
     """
 
     combine_dims: list[Dimension]
@@ -192,6 +196,7 @@ class StoreToZarr(beam.PTransform):
     break_lease: bool = False
     append_dim: str | None = None
     max_attr_bytes: int | None = DEFAULT_MAX_ATTR_BYTES
+    max_pieces_per_task: int = MAX_PIECES_PER_TASK
     context: BakeContext | None = None
 
     def __post_init__(self) -> None:
@@ -225,7 +230,7 @@ class StoreToZarr(beam.PTransform):
             owner=context.owner or new_owner(), lease_ttl=float(self.lease_ttl or context.lease_ttl or DEFAULT_TTL),
             break_lease=self.break_lease or context.break_lease, append_dim=append_dim,
             progress_dir=context.progress_dir, provenance=dict(context.provenance or {}),
-            max_attr_bytes=self.max_attr_bytes,
+            max_attr_bytes=self.max_attr_bytes, max_pieces_per_task=self.max_pieces_per_task,
         )
 
     def expand(self, datasets: beam.PCollection) -> beam.PCollection:

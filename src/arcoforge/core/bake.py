@@ -36,7 +36,7 @@ from ..features import check_storable
 from ..input_checks import DEFAULT_MAX_ATTR_BYTES, check_inputs, drop_large_attrs
 from ..io.lease import DEFAULT_TTL, LeaseKeeper
 from ..patterns import Dimension, Index, nitems_per_file
-from ..rechunk import LazyInput, assemble_task, input_pieces, lazy_input
+from ..rechunk import MAX_PIECES_PER_TASK, LazyInput, assemble_task, input_pieces, lazy_input
 from ..runtime.memory import limit_netcdf_chunk_cache, release_freed_memory, worker_task_buffer
 from ..runtime.progress import record_event
 from ..schema import InputSchema, combine_schemas, input_schema
@@ -81,6 +81,7 @@ class StoreSpec:
     progress_dir: str | None = None
     provenance: Mapping[str, Any] = field(default_factory=dict)  # what the runner knows of the recipe
     max_attr_bytes: int | None = DEFAULT_MAX_ATTR_BYTES
+    max_pieces_per_task: int = MAX_PIECES_PER_TASK
 
     @property
     def concat_dims(self) -> list[str]:
@@ -92,7 +93,8 @@ class StoreSpec:
                     encoding=dict(self.encoding), zarr_format=self.zarr_format,
                     storage_options=self.storage_options, target_shards=self.target_shards, max_mem=self.max_mem,
                     dynamic_chunking_fn=self.dynamic_chunking_fn,
-                    dynamic_chunking_fn_kwargs=dict(self.dynamic_chunking_fn_kwargs))
+                    dynamic_chunking_fn_kwargs=dict(self.dynamic_chunking_fn_kwargs),
+                    max_pieces_per_task=self.max_pieces_per_task)
 
 
 @dataclass(frozen=True)
