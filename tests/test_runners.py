@@ -19,16 +19,18 @@ import xarray as xr
 
 from arcoforge import OpenURLWithFSSpec, OpenWithXarray, StoreToZarr, pattern_from_file_sequence
 from arcoforge.cli import EXIT_INPUT, EXIT_OK, EXIT_RECIPE, main
-from arcoforge.errors import RecipeError
+from arcoforge.errors import EXIT_INFRASTRUCTURE, InfrastructureError, RecipeError
 from arcoforge.runtime.pipeline_options import (
     check_dataflow_job_name,
     dask_pipeline_options,
     dataflow_job_name,
     dataflow_pipeline_options,
     flink_pipeline_options,
+    is_local_url,
+    refuse_local_for_dataflow,
 )
 from arcoforge.runtime.context import use_runtime_defaults
-from arcoforge.runtime.runners import choose_runner
+from arcoforge.runtime.runners import choose_runner, flink_start_error
 
 FEEDSTOCKS = Path(__file__).parents[1] / "feedstocks"
 
@@ -250,13 +252,13 @@ def test_dataflow_dry_run_accepts_the_pipeline(tmp_path, capsys):
             machine_type: n2-highmem-4
             max_num_workers: 8
     """))
+    # The feedstock's inputs are files of this machine, which Dataflow's workers could never read.
     code = main(["-q", "bake", str(FEEDSTOCKS / "daily-sst"), "--config", str(config), "--prune", "--dry-run",
                  "--json"])
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert code == EXIT_OK, lines[-1]
-    dry_run = [line for line in lines if line["event"] == "dry_run"]
-    assert dry_run and dry_run[0]["job_name"].startswith("daily-sst-")
-    assert lines[-1]["status"] == "succeeded" and lines[-1]["stores"] == []
+    assert code == EXIT_RECIPE, lines[-1]
+    assert "inputs are on this machine" in lines[-1]["error"] and "gs://" in lines[-1]["error"]
+    assert not [line for line in lines if line["event"] == "dry_run"]
 
     # The job itself: Dataflow's own translation of the whole recipe, with the options given.
     from arcoforge.feedstock import feedstock_recipes, load_feedstock, prune_pipeline
@@ -286,8 +288,36 @@ def test_dataflow_dry_run_accepts_the_pipeline(tmp_path, capsys):
         assert any(step in name for name in names), (step, sorted(names)[:10])
 
 
+def test_dataflow_refuses_local_stores_and_inputs():
+    assert is_local_url("/data/a.nc") and is_local_url("file:///data/a.nc") and is_local_url("memory://x")
+    assert not is_local_url("gs://bucket/a.nc") and not is_local_url("https://host/a.nc")
+    refuse_local_for_dataflow(["gs://b/s.zarr"], ["gs://b/a.nc", "https://host/b.nc"])  # fine
+    with pytest.raises(RecipeError, match=r"the store /tmp/out/s.zarr is on this machine.*gs://"):
+        refuse_local_for_dataflow(["/tmp/out/s.zarr"], ["gs://b/a.nc"])
+    with pytest.raises(RecipeError, match=r"2 of 3 inputs are on this machine \(first: /data/a.nc\)"):
+        refuse_local_for_dataflow(["gs://b/s.zarr"], ["/data/a.nc", "gs://b/b.nc", "file:///data/c.nc"])
+
+
 # ---------------------------------------------------------------------------------------------
 # Flink
+
+
+def test_flink_job_server_problems_are_classified():
+    import grpc
+
+    timeout = flink_start_error({"job_endpoint": "localhost:8099"}, grpc.FutureTimeoutError())
+    assert isinstance(timeout, InfrastructureError) and timeout.exit_code == EXIT_INFRASTRUCTURE
+    assert "no Beam job server answered at 'localhost:8099'" in str(timeout) and "job_server" in str(timeout)
+    # Beam's own words, offline, for a master without a jar it can download or with a jar path that is wrong
+    fetch = RuntimeError("Unable to fetch remote job server jar at https://repo.maven.apache.org/x.jar: <urlopen "
+                         "error [Errno -3] Temporary failure in name resolution>")
+    error = flink_start_error({"flink_master": "flink:8081"}, fetch)
+    assert isinstance(error, InfrastructureError) and "set runner.flink.flink_job_server_jar" in str(error)
+    missing = ValueError('Unable to parse jar URL "/no/job-server.jar". If using a full URL, make sure the scheme '
+                         "is specified.")
+    error = flink_start_error({"flink_master": "flink:8081", "flink_job_server_jar": "/no/job-server.jar"}, missing)
+    assert "flink_job_server_jar = '/no/job-server.jar' must be a readable jar" in str(error)
+    assert flink_start_error({"flink_master": "flink:8081"}, ValueError("a bug in a DoFn")) is None
 
 
 def test_flink_options():

@@ -232,6 +232,10 @@ def _bake_recipe(ref: Any, config: Any, events: Events, *, prune: int | None, dr
         else:
             outcome.inputs_total = _pattern_inputs(pipeline)
         outcome.stores = _stores_in(pipeline, config.target_root)
+        if choice.name == "dataflow":
+            from .runtime.pipeline_options import refuse_local_for_dataflow
+
+            refuse_local_for_dataflow(outcome.stores, _pattern_urls(pipeline))
         logger.info("baking recipe %r from %s on %s (%s)", ref.id, ref.file, choice.name, choice.detail)
         events.emit("recipe_start", recipe_id=ref.id, runner=choice.name, detail=choice.detail,
                     stores=outcome.stores, inputs_total=outcome.inputs_total)
@@ -251,7 +255,7 @@ def _bake_recipe(ref: Any, config: Any, events: Events, *, prune: int | None, dr
             # A dry run (Dataflow's: the job is built, not run) writes nothing, so it takes no lease.
             with _leases_kept([] if dry_run else outcome.stores, owner, config.target_storage_options or None, lease_ttl,
                               break_lease), reporter as progress:
-                result = pipeline.run()
+                result = _run(pipeline, choice.name, config.flink)
                 state = result.wait_until_finish()
         except BaseException:
             # A failed bake leaves its state for a resume, but not its lease.
@@ -341,6 +345,31 @@ def _counts_from_metrics(result: Any, outcome: RecipeOutcome) -> None:
     outcome.inputs = totals.get("inputs_read", outcome.inputs)
     outcome.write_tasks = totals.get("tasks_written", outcome.write_tasks)
     outcome.bytes_written = totals.get("bytes_written", outcome.bytes_written)
+
+
+def _run(pipeline: Any, runner: str, flink: dict | None) -> Any:
+    """Start the pipeline; Flink's job-server failures become classified errors with a hint."""
+    try:
+        return pipeline.run()
+    except Exception as error:
+        if runner == "flink":
+            from .runtime.runners import flink_start_error
+
+            classified = flink_start_error(dict(flink or {}), error)
+            if classified is not None:
+                raise classified from error
+        raise
+
+
+def _pattern_urls(pipeline: Any) -> list[str]:
+    """The URLs of the ``(Index, url)`` inputs of the pipeline's ``beam.Create`` steps."""
+    import apache_beam as beam
+
+    from .feedstock import is_pattern_item
+    from .lint import built_transforms
+
+    return [str(value[1]) for t in built_transforms(pipeline)
+            if type(t) is beam.Create and t.values and all(map(is_pattern_item, t.values)) for value in t.values]
 
 
 def _pattern_inputs(pipeline: Any) -> int | None:

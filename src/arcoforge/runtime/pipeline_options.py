@@ -100,6 +100,39 @@ def dataflow_pipeline_options(settings: dict[str, Any], job_name: str, extra: di
     return PipelineOptions(flags=[], **options)
 
 
+# Schemes (or none: a plain path) naming something only this machine can reach.
+LOCAL_SCHEMES = ("file", "memory", "local")
+
+
+def is_local_url(url: str) -> bool:
+    """Whether ``url`` names something on this machine (a path, ``file://``, ``memory://``).
+
+    >>> is_local_url("/data/a.nc"), is_local_url("file:///data"), is_local_url("gs://bucket/a.nc")
+    (True, True, False)
+    """
+    scheme = str(url).split("://", 1)[0] if "://" in str(url) else ""
+    return not scheme or scheme.lower() in LOCAL_SCHEMES
+
+
+def refuse_local_for_dataflow(stores: list[str], inputs: list[str]) -> None:
+    """A :class:`RecipeError` if a store or an input is on this machine: Dataflow's workers cannot reach it.
+
+    Checked before a job is built (dry runs included), rather than after its
+    workers have started and failed on every input.
+    """
+    local_stores = [url for url in stores if is_local_url(url)]
+    if local_stores:
+        raise RecipeError(
+            f"--runner dataflow: the store {local_stores[0]} is on this machine, where Dataflow's workers cannot "
+            "write; give --target-root (or the recipe's target_root) as a gs:// URL, e.g. gs://my-bucket/stores")
+    local_inputs = [url for url in inputs if is_local_url(url)]
+    if local_inputs:
+        raise RecipeError(
+            f"--runner dataflow: {len(local_inputs)} of {len(inputs)} inputs are on this machine "
+            f"(first: {local_inputs[0]}), where Dataflow's workers cannot read them; copy them to gs:// "
+            "(or serve them over http(s)) and point the pattern there")
+
+
 def flink_pipeline_options(settings: dict[str, Any], extra: dict[str, Any] | None = None) -> PipelineOptions:
     """Beam options for Apache Flink from a config's ``[runner.flink]`` table.
 

@@ -24,7 +24,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from ..errors import RecipeError
+from ..errors import InfrastructureError, RecipeError
 from .context import use_runtime_defaults
 from .pipeline_options import (
     dask_pipeline_options,
@@ -192,3 +192,30 @@ def choose_runner(
                            detail=f"Flink at {settings.get('job_endpoint') or settings.get('flink_master')}")
     else:
         raise RecipeError(f"runner {name!r} is not one of {', '.join(RUNNER_NAMES)}")
+
+
+def flink_start_error(settings: dict[str, Any], error: BaseException) -> InfrastructureError | None:
+    """What went wrong reaching Flink, as a classified error with a hint; ``None`` if ``error`` is something else.
+
+    Beam's own errors here are a bare ``grpc.FutureTimeoutError`` (no job server
+    at ``job_endpoint``) or a ``ValueError``/``RuntimeError`` about the job
+    server jar (not found, or not downloadable without network); both ended a
+    bake as an unexpected error (exit 1).
+    """
+    text = " ".join(str(error).split())
+    endpoint, master = settings.get("job_endpoint"), settings.get("flink_master")
+    if type(error).__name__ == "FutureTimeoutError" or "job service" in text.lower():
+        return InfrastructureError(
+            f"--runner flink: no Beam job server answered at {endpoint or master!r} "
+            f"({type(error).__name__}{': ' + text if text else ''}); start one for your Flink version "
+            "(docker run apache/beam_flink<version>_job_server --flink-master=HOST:8081) or fix "
+            "runner.flink.job_endpoint")
+    if "job server jar" in text.lower() or "jar url" in text.lower():
+        jar = settings.get("flink_job_server_jar")
+        return InfrastructureError(
+            f"--runner flink could not start Beam's Flink job server for {master!r}: {text[:300]}; "
+            + (f"runner.flink.flink_job_server_jar = {jar!r} must be a readable jar file or URL"
+               if jar else "without network Beam cannot download it: download "
+               "beam-runners-flink-<flink version>-job-server-<beam version>.jar and set "
+               "runner.flink.flink_job_server_jar, or run a job server and set runner.flink.job_endpoint"))
+    return None
