@@ -50,18 +50,20 @@ class ExistingStore:
     ingested: list[str] = field(default_factory=list)
 
 
-def read_existing(url: str, append_dim: str, storage_options: Mapping[str, Any] | None = None) -> ExistingStore | None:
+def read_existing(url: str, append_dim: str, storage_options: Mapping[str, Any] | None = None,
+                  state: StoreState | None = None) -> ExistingStore | None:
     """The complete store at ``url`` (``None`` if there is none yet: the first bake creates it).
 
     A store that exists but never completed cannot be appended to
     (:class:`UnfinishedStoreError`): its bake must be run again (it resumes) first.
+    ``state`` is the store's state the caller holds already (the planning bake's).
     """
     import fsspec
     import zarr
 
     from .io.zarr_store import open_store
 
-    state = StoreState(url, storage_options)
+    state = state or StoreState(url, storage_options)
     complete = state.read_json("complete.json")
     if complete is None:
         fs, path = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
