@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -24,6 +23,7 @@ from .errors import SchemaError
 from .packing import is_packed, store_value_encoding
 from .schema import CF_ENCODING_KEYS, DatasetSchema, InputSchema, _cf_encoding, _same
 from .io.state import StoreState
+from .store_plan import ExistingStore
 
 logger = logging.getLogger(__name__)
 
@@ -33,21 +33,6 @@ VALUE_ENCODING_KEYS = ("dtype", "scale_factor", "add_offset", "_FillValue", "mis
 
 class UnfinishedStoreError(SchemaError):
     """The store exists but its bake never completed: only that same bake, resumed, may go on."""
-
-
-@dataclass
-class ExistingStore:
-    """What an append needs to know of the store it extends."""
-
-    url: str
-    append_dim: str
-    length: int
-    sizes: dict[str, int]
-    variables: dict[str, tuple[tuple[str, ...], np.dtype, dict[str, Any]]]
-    chunks: dict[str, tuple[int, ...]]
-    shards: dict[str, tuple[int, ...] | None]
-    coordinate: np.ndarray | None
-    ingested: list[str] = field(default_factory=list)
 
 
 def read_existing(url: str, append_dim: str, storage_options: Mapping[str, Any] | None = None,
