@@ -2,6 +2,7 @@
 
     python benchmarks/many_inputs.py 1000 10000          # the table rows
     python benchmarks/many_inputs.py 100000 --workers 2  # a long one
+    python benchmarks/many_inputs.py 1000 --bake-args="--runner dask --dask-address tcp://127.0.0.1:8786"
 
 Inputs are netCDF4 files of one time step of a 4x8 float32 field, written
 once into ``--corpus`` and kept. Each row is ``arcoforge bake`` of a recipe
@@ -96,6 +97,7 @@ def main() -> None:
     parser.add_argument("sizes", nargs="+", type=int)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--corpus", default=os.path.join(tempfile.gettempdir(), "arcoforge-many-inputs"))
+    parser.add_argument("--bake-args", default="", help="more `arcoforge bake` arguments (another runner)")
     options = parser.parse_args()
     corpus = Path(options.corpus)
     write_corpus(corpus, max(options.sizes))
@@ -108,7 +110,7 @@ def main() -> None:
             env = {**os.environ, "MANY_CORPUS": str(corpus), "MANY_N": str(n)}
             seconds, tree, root, child, _ = run_sampled(
                 [sys.executable, "-m", "arcoforge.cli", "-q", "bake", str(recipe), "--target-root", str(target),
-                 "--num-workers", str(options.workers), "--no-stac"], env)
+                 "--num-workers", str(options.workers), "--no-stac", *options.bake_args.split()], env)
             verify(target / "many.zarr", n)
             rows.append((n, seconds, tree, root, child))
             print(f"{n} inputs: {seconds:.1f} s, tree {tree / MiB:.0f} MiB, bake {root / MiB:.0f} MiB, "
