@@ -90,6 +90,20 @@ def keep_freed_memory_for_reuse() -> bool:
     return tuned
 
 
+def limit_coordinator_heaps(arenas: int = 2) -> bool:
+    """Cap glibc's heaps in a process that only coordinates workers (Beam's local runner with worker processes).
+
+    Each of the runner's threads (gRPC, one per parallel bundle) gets a heap of
+    its own, and the stage data they pass (messages of up to 10 MB) leave each
+    heap large after they are freed. Measured on 10,000 one-step inputs: the
+    bake process grew by 106 MB with 2 heaps, 162 MB without. Returns False off glibc.
+    """
+    try:
+        return ctypes.CDLL("libc.so.6").mallopt(_M_ARENA_MAX, arenas) == 1
+    except (OSError, AttributeError):
+        return False
+
+
 def release_freed_memory() -> None:
     """Hand memory freed by a finished task back to the OS (glibc keeps it otherwise).
 
