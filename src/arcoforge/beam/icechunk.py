@@ -32,6 +32,11 @@ def _write_and_count(task: tuple, bake: IcechunkBake, fork: bytes) -> bytes:
     return written
 
 
+def _commit(forks: list[bytes], bake: IcechunkBake) -> str:
+    commit_icechunk(forks, bake)
+    return bake.url
+
+
 @dataclass
 class StoreToIcechunk(StoreToZarr):
     """Combine ``(index, Dataset)`` inputs into one commit of an Icechunk repository's ``branch``.
@@ -44,7 +49,8 @@ class StoreToIcechunk(StoreToZarr):
     bake, or (killed, failed) not at all; a rerun starts over. With
     ``append_dim`` new inputs are one more commit; inputs the branch holds
     already (and a bake the branch holds already) commit nothing. Outputs the
-    snapshot id the branch points to. Leases and resume state are not used:
+    repository's URL, like StoreToZarr (so ``| WriteSTAC()`` follows; the
+    collection records the snapshot id). Leases and resume state are not used:
     Icechunk's compare-and-swap on the branch refuses a concurrent writer.
     """
 
@@ -68,5 +74,5 @@ class StoreToIcechunk(StoreToZarr):
             | "Group by write task" >> beam.GroupByKey()
             | "Write tasks" >> beam.Map(_write_and_count, bake=plan_view, fork=fork)
             | "Gather forks" >> beam.combiners.ToList()
-            | "Commit" >> beam.Map(commit_icechunk, bake=plan_view)
+            | "Commit" >> beam.Map(_commit, bake=plan_view)
         )

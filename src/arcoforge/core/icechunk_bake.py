@@ -123,7 +123,8 @@ def plan_icechunk_bake(spec: StoreSpec, input_schemas: list[InputSchema], branch
     if existing is None and held.get("fingerprint") == print_:
         logger.info("%s@%s holds this bake already (snapshot %s): nothing to commit", url, branch, base)
         ics.drop_branch(repo, ics.scratch_branch(branch, print_))  # left by a bake killed after its commit
-        return IcechunkBake(plan, Mode.NOTHING_NEW, branch, base, print_)
+        return IcechunkBake(dataclasses.replace(plan, groups={}, grids={}, nothing_new=True), Mode.NOTHING_NEW,
+                            branch, base, print_)
     mode = Mode.APPEND if existing is not None else Mode.FRESH
     added = [s.url for s in fresh if s.url]
     from .. import __version__

@@ -132,8 +132,14 @@ def put_keys(store: Any, files: Mapping[str, bytes]) -> None:
 
     prototype = default_buffer_prototype()
 
+    from ..documents import is_metadata_key
+
     async def put_all() -> None:
-        await asyncio.gather(*(store.set(key, prototype.buffer.from_bytes(data)) for key, data in files.items()))
+        # A node's metadata before anything under it: Icechunk places a chunk in an array it knows.
+        for key in sorted((k for k in files if is_metadata_key(k)), key=lambda k: k.count("/")):
+            await store.set(key, prototype.buffer.from_bytes(files[key]))
+        await asyncio.gather(*(store.set(key, prototype.buffer.from_bytes(data)) for key, data in files.items()
+                               if not is_metadata_key(key)))
 
     _run(put_all())
 

@@ -1,0 +1,149 @@
+"""StoreToIcechunk end to end: the same values, chunks and encodings as StoreToZarr, one commit per bake.
+
+Real Beam runs (1 and 2 direct-runner workers), a local repository and one on
+the moto S3 server, appends, a rerun that commits nothing, and bakes killed
+with SIGKILL (``ARCOFORGE_FAULT_AT``) that leave the branch where it was.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+import textwrap
+
+import apache_beam as beam
+import icechunk
+import pytest
+import xarray as xr
+
+import arcoforge as af
+from arcoforge.demo import write_demo_archive
+from arcoforge.io.icechunk_store import history, open_repository
+
+pytestmark = pytest.mark.usefixtures("private_default_cache")
+
+CHUNKS = {"time": 3}
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory) -> list[str]:
+    """Eight daily files (packed int16 SST, per-file time epochs)."""
+    folder = tmp_path_factory.mktemp("icechunk-inputs")
+    return [str(p) for p in write_demo_archive(folder, ndays=8, nlat=10, nlon=16, start=dt.date(2001, 3, 1))]
+
+
+def recipe(paths, store_name, target_root, cls=af.StoreToIcechunk, **kwargs):
+    pattern = af.pattern_from_file_sequence(paths, "time", nitems_per_file=1)
+    return (beam.Create(pattern.items()) | af.OpenURLWithFSSpec() | af.OpenWithXarray(file_type=pattern.file_type)
+            | cls(store_name=store_name, combine_dims=pattern.combine_dim_keys, target_root=target_root,
+                  target_chunks=CHUNKS, **kwargs))
+
+
+def without_bake_attrs(ds: xr.Dataset) -> xr.Dataset:
+    """The dataset without the attributes that name the bake's time and versions."""
+    kept = {k: v for k, v in ds.attrs.items() if not k.startswith("arcoforge_")}
+    return ds.drop_attrs(deep=False).assign_attrs(kept)
+
+
+def open_branch(url: str, options: dict | None = None, branch: str = "main") -> xr.Dataset:
+    repo = open_repository(url, options, create=False)
+    return xr.open_zarr(repo.readonly_session(branch=branch).store, consolidated=False)
+
+
+@pytest.fixture(scope="module")
+def zarr_reference(archive, tmp_path_factory):
+    """The StoreToZarr bake of the same inputs, loaded."""
+    root = tmp_path_factory.mktemp("zarr-reference")
+    af.run_local(recipe(archive, "r.zarr", str(root), cls=af.StoreToZarr))
+    return xr.open_zarr(root / "r.zarr").load()
+
+
+def assert_same_store(actual: xr.Dataset, expected: xr.Dataset) -> None:
+    xr.testing.assert_identical(without_bake_attrs(actual.load()), without_bake_attrs(expected))
+    for name in expected.variables:
+        for key in ("chunks", "compressors", "dtype", "scale_factor", "add_offset", "_FillValue", "units"):
+            assert repr(actual[name].encoding.get(key)) == repr(expected[name].encoding.get(key)), (name, key)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_bake_equals_store_to_zarr_in_one_commit_and_a_rerun_commits_nothing(archive, zarr_reference, tmp_path,
+                                                                             workers):
+    af.run_local(recipe(archive, "r.icechunk", str(tmp_path)), num_workers=workers)
+    url = str(tmp_path / "r.icechunk")
+    assert_same_store(open_branch(url), zarr_reference)
+    bake, schema, initial = history(url)
+    assert bake.is_bake and bake.metadata["n_inputs"] == 8 and schema.metadata["kind"] == "schema"
+    assert "bake of recipe r.icechunk, 8 inputs (inputs sha256 " in bake.message
+    assert bake.message.startswith(f"arcoforge {af.__version__}:")
+    assert open_repository(url).list_branches() == {"main"}  # the scratch branch is gone
+
+    if workers == 1:  # (the rerun's plan is the same whatever the workers)
+        af.run_local(recipe(archive, "r.icechunk", str(tmp_path)))
+        assert [entry.id for entry in history(url)] == [bake.id, schema.id, initial.id]
+
+
+def test_bake_to_s3_through_icechunks_own_storage(archive, zarr_reference, s3):
+    options, bucket = s3
+    target = f"s3://{bucket}/stores"
+    af.run_local(recipe(archive, "r.icechunk", target, storage_options=options))
+    assert_same_store(open_branch(f"{target}/r.icechunk", options), zarr_reference)
+    assert icechunk.Repository.exists(icechunk.s3_storage(
+        bucket=bucket, prefix="stores/r.icechunk", endpoint_url=options["endpoint_url"], allow_http=True,
+        region="eu-west-1", access_key_id=options["key"], secret_access_key=options["secret"],
+        force_path_style=True))
+
+
+def test_an_append_is_one_more_commit_and_a_repeated_append_commits_nothing(archive, zarr_reference, tmp_path):
+    url = str(tmp_path / "r.icechunk")
+    af.run_local(recipe(archive[:5], "r.icechunk", str(tmp_path), append_dim="time"))
+    first = next(history(url))
+    assert open_branch(url).sizes["time"] == 5
+
+    af.run_local(recipe(archive, "r.icechunk", str(tmp_path), append_dim="time"))
+    entries = list(history(url))
+    assert entries[0].metadata["kind"] == "append" and entries[0].metadata["n_inputs"] == 3
+    assert entries[2].id == first.id  # the append's schema snapshot sits between the two commits
+    assert_same_store(open_branch(url), zarr_reference)
+    # The old snapshot still reads as it was.
+    old = xr.open_zarr(open_repository(url).readonly_session(snapshot_id=first.id).store, consolidated=False)
+    xr.testing.assert_identical(old.load().drop_attrs(deep=False),
+                                zarr_reference.isel(time=slice(0, 5)).drop_attrs(deep=False))
+
+    af.run_local(recipe(archive, "r.icechunk", str(tmp_path), append_dim="time"))
+    assert [e.id for e in history(url)] == [e.id for e in entries]
+
+
+KILLED_RECIPE = """
+import apache_beam as beam
+import arcoforge as af
+paths = {paths!r}
+pattern = af.pattern_from_file_sequence(paths, "time", nitems_per_file=1)
+recipe = (beam.Create(pattern.items()) | af.OpenURLWithFSSpec() | af.OpenWithXarray(file_type=pattern.file_type)
+          | af.StoreToIcechunk(store_name="r.icechunk", combine_dims=pattern.combine_dim_keys, target_root={root!r},
+                               target_chunks={chunks!r}, append_dim="time"))
+af.run_local(recipe)
+"""
+
+
+def test_a_bake_killed_before_its_branch_moves_changes_nothing_and_a_plain_rerun_completes(archive, zarr_reference,
+                                                                                         tmp_path):
+    """Killed (SIGKILL) once every chunk is written and committed on the scratch branch, the last moment before
+    the branch moves: readers still see the old snapshot whole."""
+    url = str(tmp_path / "r.icechunk")
+    af.run_local(recipe(archive[:5], "r.icechunk", str(tmp_path), append_dim="time"))
+    before = [e.id for e in history(url)]
+    script = tmp_path / "append.py"
+    script.write_text(textwrap.dedent(KILLED_RECIPE.format(paths=archive, root=str(tmp_path), chunks=CHUNKS)))
+    killed = subprocess.run([sys.executable, str(script)], env={**os.environ, "ARCOFORGE_FAULT_AT": "icechunk.commit"},
+                            capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert [e.id for e in history(url)] == before  # the branch did not move
+    xr.testing.assert_identical(open_branch(url).load().drop_attrs(deep=False),
+                                zarr_reference.isel(time=slice(0, 5)).drop_attrs(deep=False))
+
+    af.run_local(recipe(archive, "r.icechunk", str(tmp_path), append_dim="time"))  # the same recipe, run again
+    assert_same_store(open_branch(url), zarr_reference)
+    assert len(list(history(url))) == len(before) + 2  # the append's schema snapshot and its commit
+    assert open_repository(url).list_branches() == {"main"}
