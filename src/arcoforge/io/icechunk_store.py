@@ -69,11 +69,11 @@ def open_repository(url: str, storage_options: Mapping[str, Any] | None = None, 
     import icechunk
 
     storage = storage_for(url, storage_options)
+    # The prefixes of the virtual chunk containers readers may fetch from, each with its credentials (or None).
+    access = icechunk.containers_credentials(dict(virtual_credentials)) if virtual_credentials else None
     if create:
-        return icechunk.Repository.open_or_create(storage, config=config,
-                                                  authorize_virtual_chunk_access=dict(virtual_credentials or {}) or None)
-    return icechunk.Repository.open(storage, config=config,
-                                    authorize_virtual_chunk_access=dict(virtual_credentials or {}) or None)
+        return icechunk.Repository.open_or_create(storage, config=config, authorize_virtual_chunk_access=access)
+    return icechunk.Repository.open(storage, config=config, authorize_virtual_chunk_access=access)
 
 
 def repository_exists(url: str, storage_options: Mapping[str, Any] | None = None) -> bool:

@@ -222,6 +222,24 @@ def chunk_container(prefix: str, storage_options: Mapping[str, Any] | None = Non
     return icechunk.VirtualChunkContainer(prefix, store)
 
 
+def check_icechunk_can_read(urls: Iterable[str]) -> None:
+    """Stop before writing references this Icechunk would store but not read back.
+
+    Icechunk 1.x drops the port of an HTTP(S) chunk URL when it reads a virtual
+    chunk (icechunk issue 2223, fixed in 2.x), so such references would point elsewhere.
+    """
+    import icechunk
+
+    if int(str(icechunk.__version__).split(".")[0]) >= 2:
+        return
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme in ("http", "https") and parts.port is not None:
+            raise RecipeError(f"{url}: Icechunk {icechunk.__version__} reads virtual chunks over HTTP without the "
+                              f"URL's port (:{parts.port}); serve the inputs on the default port, reference them "
+                              "with WriteCombinedReference, or use Icechunk 2")
+
+
 def container_credentials(prefix: str, storage_options: Mapping[str, Any] | None = None) -> Any:
     """What readers (and the writer) pass Icechunk to read chunks under ``prefix`` (``None``: no credentials)."""
     import icechunk
@@ -249,6 +267,7 @@ def write_virtual_icechunk(vds: xr.Dataset, url: str, sources: Sequence[str], br
 
     from . import icechunk_store as ics
 
+    check_icechunk_can_read(sources)
     prefix = container_prefix(sources)
     config = icechunk.RepositoryConfig.default()
     config.set_virtual_chunk_container(chunk_container(prefix, source_options))
