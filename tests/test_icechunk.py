@@ -19,6 +19,7 @@ import pytest
 import xarray as xr
 
 import arcoforge as af
+from arcoforge import stac
 from arcoforge.demo import write_demo_archive
 from arcoforge.io.icechunk_store import history, open_repository
 
@@ -69,8 +70,9 @@ def assert_same_store(actual: xr.Dataset, expected: xr.Dataset) -> None:
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_bake_equals_store_to_zarr_in_one_commit_and_a_rerun_commits_nothing(archive, zarr_reference, tmp_path,
-                                                                             workers):
-    af.run_local(recipe(archive, "r.icechunk", str(tmp_path)), num_workers=workers)
+                                                                             workers, schemas_dir):
+    stac_step = af.WriteSTAC(schemas_dir=str(schemas_dir), quicklook=False, output_root=str(tmp_path))
+    af.run_local(recipe(archive, "r.icechunk", str(tmp_path)) | stac_step, num_workers=workers)
     url = str(tmp_path / "r.icechunk")
     assert_same_store(open_branch(url), zarr_reference)
     bake, schema, initial = history(url)
@@ -78,6 +80,14 @@ def test_bake_equals_store_to_zarr_in_one_commit_and_a_rerun_commits_nothing(arc
     assert "bake of recipe r.icechunk, 8 inputs (inputs sha256 " in bake.message
     assert bake.message.startswith(f"arcoforge {af.__version__}:")
     assert open_repository(url).list_branches() == {"main"}  # the scratch branch is gone
+    # STAC: the asset says what the store is and which snapshot the collection describes.
+    collection = stac.read_json(str(tmp_path / "stac" / "r" / "collection.json"))
+    asset = collection["assets"]["zarr"]
+    assert asset["type"] == "application/vnd.zarr+icechunk" and asset["icechunk:snapshot_id"] == bake.id
+    assert asset["zarr:zarr_format"] == 3 and asset["href"] == url
+    assert stac.validate_stac_tree(str(tmp_path / "stac" / "catalog.json"), schemas_dir) == []
+    assert_same_store(stac.open_dataset_from_collection(str(tmp_path / "stac" / "r" / "collection.json")),
+                      zarr_reference)
 
     if workers == 1:  # (the rerun's plan is the same whatever the workers)
         af.run_local(recipe(archive, "r.icechunk", str(tmp_path)))
@@ -118,6 +128,7 @@ def test_an_append_is_one_more_commit_and_a_repeated_append_commits_nothing(arch
 KILLED_RECIPE = """
 import apache_beam as beam
 import arcoforge as af
+from arcoforge import stac
 paths = {paths!r}
 pattern = af.pattern_from_file_sequence(paths, "time", nitems_per_file=1)
 recipe = (beam.Create(pattern.items()) | af.OpenURLWithFSSpec() | af.OpenWithXarray(file_type=pattern.file_type)

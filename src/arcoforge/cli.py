@@ -280,6 +280,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo_parser.add_argument("--days", type=int, default=90, help="number of daily files (default 90)")
     demo_parser.add_argument("--num-workers", type=int, default=1, help="local worker processes (default 1)")
     demo_parser.set_defaults(run=_cmd_demo)
+
+    from .history import add_history_command  # (Icechunk stores; the command's logic lives there)
+
+    add_history_command(sub)
     return parser
 
 

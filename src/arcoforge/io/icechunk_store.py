@@ -42,6 +42,7 @@ def storage_for(url: str, storage_options: Mapping[str, Any] | None = None) -> A
 
     if "://" not in url or url.startswith("file://"):
         path = url[len("file://"):] if url.startswith("file://") else url
+        quiet_icechunk_logs()
         return icechunk.local_filesystem_storage(path)
     protocol, _, rest = url.partition("://")
     if protocol not in ("s3", "s3a"):
@@ -190,8 +191,14 @@ class SnapshotEntry:
 
 
 def history(url: str, branch: str = "main", storage_options: Mapping[str, Any] | None = None) -> Iterator[SnapshotEntry]:
-    """The snapshots of ``branch``, newest first."""
+    """The snapshots of ``branch``, newest first (:class:`~arcoforge.errors.RecipeError` if there is no repository)."""
+    from ..errors import RecipeError
+
+    if not repository_exists(url, storage_options):
+        raise RecipeError(f"no Icechunk repository at {url}")
     repo = open_repository(url, storage_options, create=False)
+    if branch not in repo.list_branches():
+        raise RecipeError(f"{url} has no branch {branch!r} (it has {sorted(repo.list_branches())})")
     for info in repo.ancestry(branch=branch):
         yield SnapshotEntry(info.id, info.written_at.isoformat(timespec="seconds"), info.message,
                             dict(info.metadata.get(METADATA_KEY) or {}))
@@ -200,10 +207,15 @@ def history(url: str, branch: str = "main", storage_options: Mapping[str, Any] |
 def quiet_icechunk_logs() -> None:
     """Keep Icechunk's warning that local repositories are not safe for concurrent commits off stderr.
 
-    arcoforge commits from one step per bake, so the warning is not about us.
+    arcoforge commits from one step per bake, so the warning is not about us;
+    ``ICECHUNK_LOG`` in the environment keeps Icechunk's own log settings.
     """
+    import os
+
     import icechunk
 
+    if "ICECHUNK_LOG" in os.environ:  # the user's own choice
+        return
     try:
         icechunk.set_logs_filter("error")
     except Exception:  # noqa: BLE001 - a logging nicety, never a reason to fail

@@ -120,6 +120,7 @@ def build_collection(
     license: str | None = None,
     providers: Sequence[Mapping[str, Any] | str] | None = None,
     keywords: Sequence[str] | str | None = None,
+    asset: pystac.Asset | None = None,
 ) -> pystac.Collection:
     """A STAC 1.1.0 Collection describing the Zarr store at ``store_url``.
 
@@ -129,13 +130,15 @@ def build_collection(
     ``provenance.license``, ``provenance.providers``, ``keywords``/``tags``), else
     from the store's global attributes. ``storage_options`` open the store; only
     their non-secret part is written, into the asset's ``open_kwargs``.
-    ``dataset`` may be given when the store is already open.
+    ``dataset`` may be given when the store is already open. ``asset`` (with
+    ``dataset``) replaces the Zarr asset, for stores that are not a plain Zarr
+    folder (an Icechunk repository, see :mod:`arcoforge.stac.icechunk`).
     """
     collection_id = _check_collection_id(collection_id)
     store_url = str(store_url)
     meta = dict(metadata or {})
     meta_provenance = meta.get("provenance") if isinstance(meta.get("provenance"), Mapping) else {}
-    info = inspect_zarr_store(store_url, storage_options)
+    info = inspect_zarr_store(store_url, storage_options) if asset is None else None
     ds = dataset if dataset is not None else open_store_dataset(store_url, storage_options, info.consolidated)
 
     coords = find_coordinates(ds)
@@ -171,12 +174,23 @@ def build_collection(
     collection.stac_extensions = [url for url in collection.stac_extensions if "/datacube/" not in url]
     collection.stac_extensions.append(DATACUBE_EXTENSION)
 
+    collection.add_asset(ZARR_ASSET_KEY, asset if asset is not None else _zarr_asset(store_url, info, storage_options))
+    if ZARR_EXTENSION not in collection.stac_extensions:
+        collection.stac_extensions.append(ZARR_EXTENSION)
+    if provenance:
+        collection.extra_fields[PROVENANCE_FIELD] = dict(provenance)
+    return collection
+
+
+
+def _zarr_asset(store_url: str, info: Any, storage_options: dict | None) -> pystac.Asset:
+    """The asset of a Zarr store: where it is and how xarray opens it."""
     href = public_url(_absolute_href(store_url))
     open_kwargs: dict[str, Any] = {"consolidated": info.consolidated, "zarr_format": info.zarr_format}
     public_options = public_storage_options(storage_options)
     if public_options and "://" in href and not href.startswith("file://"):
         open_kwargs["storage_options"] = public_options
-    collection.add_asset(ZARR_ASSET_KEY, pystac.Asset(
+    return pystac.Asset(
         href=href,
         title=f"Zarr store {href.rstrip('/').rsplit('/', 1)[-1]}",
         description="Open with xarray.open_zarr(href, **open_kwargs).",
@@ -188,20 +202,19 @@ def build_collection(
             "zarr:node_type": info.node_type,
             OPEN_KWARGS_FIELD: open_kwargs,
         },
-    ))
-    if ZARR_EXTENSION not in collection.stac_extensions:
-        collection.stac_extensions.append(ZARR_EXTENSION)
-    if provenance:
-        collection.extra_fields[PROVENANCE_FIELD] = dict(provenance)
-    return collection
-
+    )
 
 
 def collection_id_for(store_url: str) -> str:
-    """The default collection id of a store: its name without ``.zarr``.
+    """The default collection id of a store: its name without ``.zarr`` (or ``.icechunk``).
 
     >>> collection_id_for("s3://bucket/out/daily-sst.zarr/")
     'daily-sst'
+    >>> collection_id_for("/stores/daily-sst.icechunk")
+    'daily-sst'
     """
     name = str(store_url).rstrip("/").rsplit("/", 1)[-1]
-    return name[: -len(".zarr")] if name.endswith(".zarr") else name
+    for suffix in (".zarr", ".icechunk"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name

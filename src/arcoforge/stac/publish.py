@@ -95,12 +95,20 @@ def write_store_collection(
     store. Validation is offline, against ``schemas_dir``, else
     ``$ARCOFORGE_STAC_SCHEMAS``, else the schemas shipped with arcoforge. An invalid
     document is an :class:`~arcoforge.errors.ArcoforgeError` naming the failing fields.
-    Returns the collection's path.
+    Returns the collection's path. An Icechunk repository's collection
+    describes its ``main`` branch as it is now, and records that snapshot's id
+    (see :mod:`arcoforge.stac.icechunk`).
     """
     from ..errors import ArcoforgeError
+    from .icechunk import icechunk_asset, is_icechunk, open_icechunk_dataset
 
     record = dict(provenance or {})
-    dataset = open_store_dataset(store_url, storage_options)
+    asset = None
+    if is_icechunk(store_url, storage_options):
+        dataset, snapshot, containers = open_icechunk_dataset(store_url, storage_options)
+        asset = icechunk_asset(store_url, snapshot, "main", storage_options, containers)
+    else:
+        dataset = open_store_dataset(store_url, storage_options)
     for key in ("n_inputs", "bake_time", "recipe_sha256", "pattern_sha256"):
         stored = dataset.attrs.get(f"arcoforge_{key}")
         if stored is not None:
@@ -112,6 +120,7 @@ def write_store_collection(
         storage_options=storage_options,
         provenance=record or None,
         dataset=dataset,
+        asset=asset,
     )
     path = write_collection(collection, output_root, dataset=dataset, storage_options=storage_options,
                             quicklook=quicklook, catalog=update_catalog)
