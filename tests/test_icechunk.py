@@ -20,6 +20,7 @@ import xarray as xr
 
 import arcoforge as af
 from arcoforge import stac
+from arcoforge.cli import main
 from arcoforge.demo import write_demo_archive
 from arcoforge.io.icechunk_store import history, open_repository
 
@@ -105,7 +106,8 @@ def test_bake_to_s3_through_icechunks_own_storage(archive, zarr_reference, s3):
         force_path_style=True))
 
 
-def test_an_append_is_one_more_commit_and_a_repeated_append_commits_nothing(archive, zarr_reference, tmp_path):
+def test_an_append_is_one_more_commit_and_a_repeated_append_commits_nothing(archive, zarr_reference, tmp_path,
+                                                                            capsys):
     url = str(tmp_path / "r.icechunk")
     af.run_local(recipe(archive[:5], "r.icechunk", str(tmp_path), append_dim="time"))
     first = next(history(url))
@@ -124,11 +126,20 @@ def test_an_append_is_one_more_commit_and_a_repeated_append_commits_nothing(arch
     af.run_local(recipe(archive, "r.icechunk", str(tmp_path), append_dim="time"))
     assert [e.id for e in history(url)] == [e.id for e in entries]
 
+    capsys.readouterr()
+    assert main(["-q", "history", url]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == [e.id for e in entries]
+    assert [line.split()[2] for line in lines] == ["append", "schema", "bake", "schema", "-"]
+    assert main(["-q", "history", str(tmp_path / "nothing-here")]) == 2
+    assert "no Icechunk repository at" in capsys.readouterr().err
+
 
 KILLED_RECIPE = """
 import apache_beam as beam
 import arcoforge as af
 from arcoforge import stac
+from arcoforge.cli import main
 paths = {paths!r}
 pattern = af.pattern_from_file_sequence(paths, "time", nitems_per_file=1)
 recipe = (beam.Create(pattern.items()) | af.OpenURLWithFSSpec() | af.OpenWithXarray(file_type=pattern.file_type)

@@ -249,7 +249,10 @@ def _bake_recipe(ref: Any, config: Any, events: Events, *, prune: int | None, dr
             reporter = ProgressReporter(progress_dir)
         try:
             # A dry run (Dataflow's: the job is built, not run) writes nothing, so it takes no lease.
-            with _leases_kept([] if dry_run else outcome.stores, owner, config.target_storage_options or None, lease_ttl,
+            # Icechunk stores need no lease: their branch moves by compare-and-swap (see arcoforge.core.icechunk_bake).
+            icechunk_stores = _stores_in(pipeline, config.target_root, icechunk=True)
+            leased = [url for url in outcome.stores if url not in icechunk_stores]
+            with _leases_kept([] if dry_run else leased, owner, config.target_storage_options or None, lease_ttl,
                               break_lease), reporter as progress:
                 result = pipeline.run()
                 state = result.wait_until_finish()
@@ -363,15 +366,23 @@ def _writes_stac(pipeline: Any) -> bool:
     return any(isinstance(transform, WriteSTAC) for transform in built_transforms(pipeline))
 
 
-def _stores_in(pipeline: Any, target_root: str | None) -> list[str]:
-    """URLs of the stores a built pipeline writes, from its StoreToZarr steps wherever they sit."""
+def _stores_in(pipeline: Any, target_root: str | None, icechunk: bool = False) -> list[str]:
+    """URLs of the stores a built pipeline writes, from its StoreToZarr steps wherever they sit.
+
+    ``icechunk``: only those of its StoreToIcechunk steps.
+    """
     from .lint import built_transforms
     from .beam.store import StoreToZarr
     from .store_plan import store_url
 
+    kind: type = StoreToZarr
+    if icechunk:
+        from .beam.icechunk import StoreToIcechunk
+
+        kind = StoreToIcechunk
     found = []
     for transform in built_transforms(pipeline):
-        if isinstance(transform, StoreToZarr):
+        if isinstance(transform, kind):
             root = transform.target_root or target_root
             if root:
                 url = store_url(str(root), transform.store_name)

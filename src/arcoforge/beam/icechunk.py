@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import apache_beam as beam
 
 from ..core.bake import cut_pieces
-from ..core.icechunk_bake import IcechunkBake, commit_icechunk, plan_icechunk_bake, prepare_icechunk, write_icechunk_task
+from ..core.icechunk_bake import (IcechunkBake, commit_icechunk, plan_icechunk_bake, prepare_icechunk,
+                                  write_icechunk_task)
 from ..io.icechunk_store import quiet_icechunk_logs
 from ..runtime.context import resolve_context
 from .common import count

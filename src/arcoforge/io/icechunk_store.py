@@ -190,7 +190,8 @@ class SnapshotEntry:
         return self.metadata.get("kind") in ("bake", "append")
 
 
-def history(url: str, branch: str = "main", storage_options: Mapping[str, Any] | None = None) -> Iterator[SnapshotEntry]:
+def history(url: str, branch: str = "main",
+            storage_options: Mapping[str, Any] | None = None) -> Iterator[SnapshotEntry]:
     """The snapshots of ``branch``, newest first (:class:`~arcoforge.errors.RecipeError` if there is no repository)."""
     from ..errors import RecipeError
 

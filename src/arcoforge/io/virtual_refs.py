@@ -162,7 +162,8 @@ def check_combinable(datasets: Sequence[xr.Dataset], concat_dim: str, identical_
                                  "but is listed in identical_dims")
 
 
-def combine(datasets: Sequence[xr.Dataset], concat_dims: Sequence[str], identical_dims: Iterable[str] = ()) -> xr.Dataset:
+def combine(datasets: Sequence[xr.Dataset], concat_dims: Sequence[str],
+            identical_dims: Iterable[str] = ()) -> xr.Dataset:
     """The inputs' virtual datasets (in pattern order) concatenated along the one concat dimension."""
     if len(concat_dims) != 1:
         raise RecipeError(f"virtual references combine along one concat dimension, not {list(concat_dims)}")
