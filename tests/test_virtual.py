@@ -133,3 +133,19 @@ def test_inputs_whose_encodings_differ_stop_naming_file_and_variable(tmp_path):
     opened = [vr.open_virtual(p, "netcdf4", inline_threshold=0) for p in paths]
     with pytest.raises(af.InputError, match=r"b\.nc: variable 'tas' has scale_factor 0\.25, 0\.5 in file://.*a\.nc"):
         vr.combine(opened, ["time"])
+
+
+def test_a_codec_or_dtype_zarr_cannot_express_stops_naming_file_and_variable(tmp_path):
+    import h5py
+
+    path = tmp_path / "mixed.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("fine", data=np.arange(64, dtype="f4").reshape(8, 8), chunks=(4, 4), compression="gzip")
+        f.create_dataset("packed", data=np.arange(64, dtype="f4").reshape(8, 8), chunks=(4, 4), scaleoffset=2)
+    with pytest.raises(af.InputError, match=r"mixed\.h5, variable 'packed': cannot be referenced virtually: .*scaleoffset"):
+        vr.open_virtual(str(path), "hdf5", inline_threshold=0)
+    compound = tmp_path / "compound.h5"
+    with h5py.File(compound, "w") as f:
+        f.create_dataset("pair", data=np.zeros(8, dtype=[("a", "f4"), ("b", "i4")]), chunks=(4,))
+    with pytest.raises(af.InputError, match=r"compound\.h5, variable 'pair': .*compound dtype"):
+        vr.open_virtual(str(compound), "hdf5", inline_threshold=0)

@@ -104,11 +104,47 @@ def open_virtual(url: str, file_type: str = "netcdf4", inline_threshold: int = 3
                 vds = open_virtual_dataset(url, registry=registry, parser=parser_for(file_type),
                                            loadable_variables=loaded)
     except (NotImplementedError, ValueError, TypeError, KeyError) as error:
-        variable = getattr(error, "variable", None) or _variable_named(str(error))
+        variable = _variable_named(str(error)) or _failing_variable(url, registry, file_type)
         where = f", variable {variable!r}" if variable else ""
         raise InputError(f"{url}{where}: cannot be referenced virtually: {error}") from error
+    for name, variable in vds.variables.items():
+        if variable.dtype.fields is not None:  # Zarr v3 has no structured dtypes readers agree on
+            raise InputError(f"{url}, variable {name!r}: cannot be referenced virtually: compound dtype "
+                             f"{variable.dtype}; drop it (Preprocess) and copy with StoreToZarr instead")
     vds.encoding["source"] = url
     return vds
+
+
+def _failing_variable(url: str, registry: Any, file_type: str) -> str | None:
+    """Which variable the parser refuses, found by parsing each alone (only after a failure; HDF5 only)."""
+    from virtualizarr import open_virtual_dataset
+    from virtualizarr.parsers import HDFParser
+
+    if not isinstance(parser_for(file_type), HDFParser):
+        return None
+    try:
+        names = _hdf5_variables(url, registry)
+    except Exception:  # noqa: BLE001 - only a better message is at stake
+        return None
+    for name in names:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                open_virtual_dataset(url, registry=registry,
+                                     parser=HDFParser(drop_variables=[n for n in names if n != name]))
+        except Exception:  # noqa: BLE001
+            return name
+    return None
+
+
+def _hdf5_variables(url: str, registry: Any) -> list[str]:
+    """The root datasets of an HDF5 file, read through the registry's store (metadata only)."""
+    import h5py
+    from obspec_utils.readers import BlockStoreReader
+
+    store, path = registry.resolve(url)
+    with h5py.File(BlockStoreReader(store, path), "r") as f:
+        return [name for name, node in f.items() if isinstance(node, h5py.Dataset)]
 
 
 def _variable_named(message: str) -> str | None:
