@@ -149,3 +149,21 @@ def test_a_codec_or_dtype_zarr_cannot_express_stops_naming_file_and_variable(tmp
         f.create_dataset("pair", data=np.zeros(8, dtype=[("a", "f4"), ("b", "i4")]), chunks=(4,))
     with pytest.raises(af.InputError, match=r"compound\.h5, variable 'pair': .*compound dtype"):
         vr.open_virtual(str(compound), "hdf5", inline_threshold=0)
+
+
+def test_icechunk_refuses_chunks_of_an_input_modified_after_the_references(archive, tmp_path):
+    import shutil
+    import time
+
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    paths = [shutil.copy(p, folder) for p in archive[:2]]
+    opened = [vr.open_virtual(p, inline_threshold=0) for p in paths]
+    url = str(tmp_path / "v.icechunk")
+    vr.write_virtual_icechunk(vr.combine(opened, ["time"]), url, [vr.as_url(p) for p in paths], "main", "test", {})
+    prefix = f"file://{folder}/"
+    xr.testing.assert_equal(open_virtual_icechunk(url, prefix).load(), expected(paths))
+    later = time.time() + 60  # an input rewritten after the references were committed
+    os.utime(paths[0], (later, later))
+    with pytest.raises(Exception, match="virtual chunk has changed"):
+        open_virtual_icechunk(url, prefix).load()

@@ -84,6 +84,14 @@ def repository_exists(url: str, storage_options: Mapping[str, Any] | None = None
     return bool(icechunk.Repository.exists(storage_for(url, storage_options)))
 
 
+def is_repository(url: str, storage_options: Mapping[str, Any] | None = None) -> bool:
+    """Whether ``url`` holds an Icechunk repository (False when Icechunk is not installed, or for other URLs)."""
+    try:
+        return repository_exists(url, storage_options)
+    except (ImportError, ValueError):
+        return False
+
+
 def branch_head(repo: Any, branch: str) -> str | None:
     """The snapshot id the branch points to (``None`` if there is no such branch)."""
     return repo.lookup_branch(branch) if branch in repo.list_branches() else None

@@ -314,9 +314,13 @@ def write_virtual_icechunk(vds: xr.Dataset, url: str, sources: Sequence[str], br
     base = ics.branch_head(repo, branch)
     session = repo.writable_session(branch) if base else ics.start_scratch(repo, branch, "virtual", None)
     ics.clear(session.store)
+    import datetime as dt
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        vds.vz.to_icechunk(session.store)
+        # Icechunk then refuses to read a chunk of a file modified after this moment, rather than read
+        # whatever bytes now sit at the recorded offset.
+        vds.vz.to_icechunk(session.store, last_updated_at=dt.datetime.now(dt.timezone.utc))
     snapshot = session.commit(message, metadata={ics.METADATA_KEY: dict(record)})
     if base is None:
         ics.move_branch(repo, branch, snapshot, None)

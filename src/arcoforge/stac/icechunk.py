@@ -25,12 +25,9 @@ ICECHUNK_MEDIA_TYPE = "application/vnd.zarr+icechunk"
 
 def is_icechunk(url: str, storage_options: Mapping[str, Any] | None = None) -> bool:
     """Whether ``url`` holds an Icechunk repository (False too when Icechunk is not installed)."""
-    try:
-        from ..io.icechunk_store import repository_exists
+    from ..io.icechunk_store import is_repository
 
-        return repository_exists(url, storage_options)
-    except (ImportError, ValueError):
-        return False
+    return is_repository(url, storage_options)
 
 
 def open_icechunk_dataset(url: str, storage_options: Mapping[str, Any] | None = None,
