@@ -319,8 +319,10 @@ def write_virtual_icechunk(vds: xr.Dataset, url: str, sources: Sequence[str], br
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         # Icechunk then refuses to read a chunk of a file modified after this moment, rather than read
-        # whatever bytes now sit at the recorded offset.
-        vds.vz.to_icechunk(session.store, last_updated_at=dt.datetime.now(dt.timezone.utc))
+        # whatever bytes now sit at the recorded offset. It compares whole seconds: rounded up, so that
+        # an input written in the second the references are committed still reads.
+        now = dt.datetime.now(dt.timezone.utc)
+        vds.vz.to_icechunk(session.store, last_updated_at=now.replace(microsecond=0) + dt.timedelta(seconds=1))
     snapshot = session.commit(message, metadata={ics.METADATA_KEY: dict(record)})
     if base is None:
         ics.move_branch(repo, branch, snapshot, None)
