@@ -124,6 +124,9 @@ def bake(
     max_concurrency: int | None = None,
     lease_ttl: float | None = None,
     input_deadline: float | None = None,
+    license: str | None = None,
+    quicklook_variable: str | None = None,
+    public_url: str | None = None,
 ) -> BakeReport:
     """Bake the recipe(s) of a feedstock folder or a recipe file; returns what each recipe did.
 
@@ -135,12 +138,16 @@ def bake(
     collection under ``<target_root>/stac``, validated offline.
     ``report`` collects what each recipe did, also when a later one fails
     (it is the report returned); its ``stores`` are the URLs written.
+    ``license`` and ``quicklook_variable`` go into every collection (over the
+    recipe's StoreToZarr fields and meta.yaml); ``public_url`` is where a copy
+    of the target root is published (asset hrefs point there; without it they
+    are relative to each collection). A collection's id is its store's name.
     """
     from .config import BakeConfig
 
     config = (config or BakeConfig()).with_overrides(
         target_root=target_root, runner=runner, num_workers=num_workers, max_mem=max_mem, stac=stac,
-        stac_schemas=stac_schemas, cache_root=cache_root,
+        stac_schemas=stac_schemas, cache_root=cache_root, stac_public_url=public_url,
     ).resolved()
     events = events or Events()
     report = report if report is not None else BakeReport(str(recipe_file))
@@ -150,11 +157,11 @@ def bake(
         metadata = feedstock.meta
     events.emit("bake_start", target=str(recipe_file), feedstock=report.feedstock, recipes=list(recipes),
                 runner=config.runner, target_root=config.target_root, prune=prune, dry_run=dry_run)
+    stac_fields = {"license": license, "quicklook_variable": quicklook_variable}
     for ref in recipes.values():
-        single = len(recipes) == 1 and ref.id == "recipe" and feedstock is None
         outcome = _bake_recipe(ref, config, events, prune=prune, dry_run=dry_run, metadata=metadata,
                                break_lease=break_lease, append=append, feedstock_name=report.feedstock,
-                               collection_id=None if single else ref.id,
+                               stac_fields=stac_fields,
                                inputs={"on_error": on_error, "retries": retries, "max_concurrency": max_concurrency,
                                        "input_deadline": input_deadline},
                                lease_ttl=lease_ttl)
@@ -175,7 +182,7 @@ def _runtime_values(**values: Any) -> dict[str, Any]:
 
 def _bake_recipe(ref: Any, config: Any, events: Events, *, prune: int | None, dry_run: bool,
                  metadata: dict | None, break_lease: bool, append: bool, feedstock_name: str | None,
-                 collection_id: str | None, inputs: dict[str, Any] | None = None,
+                 stac_fields: dict[str, Any], inputs: dict[str, Any] | None = None,
                  lease_ttl: float | None = None) -> RecipeOutcome:
     """Build, (prune,) run and catalogue one recipe."""
     import datetime as dt
@@ -284,12 +291,13 @@ def _bake_recipe(ref: Any, config: Any, events: Events, *, prune: int | None, dr
     if config.stac and _writes_stac(pipeline):
         logger.info("recipe %r describes its stores with WriteSTAC; the bake writes no second collection", ref.id)
     elif config.stac:
+        hints = _stac_hints(pipeline, config.target_root)
         for url in outcome.stores:
+            fields = {**hints.get(url, {}), **{k: v for k, v in stac_fields.items() if v is not None}}
             path = write_store_collection(
-                url, config.target_root or url.rstrip("/").rsplit("/", 1)[0],
-                collection_id=collection_id if len(outcome.stores) == 1 else None, metadata=metadata,
+                url, config.target_root or url.rstrip("/").rsplit("/", 1)[0], metadata=metadata,
                 storage_options=config.target_storage_options or None, provenance=known,
-                schemas_dir=config.stac_schemas,
+                schemas_dir=config.stac_schemas, public_url=config.stac_public_url, **fields,
             )
             outcome.stac.append(path)
             events.emit("stac_written", recipe_id=ref.id, store=url, path=path)
@@ -361,6 +369,21 @@ def _writes_stac(pipeline: Any) -> bool:
     from .beam.stac import WriteSTAC
 
     return any(isinstance(transform, WriteSTAC) for transform in built_transforms(pipeline))
+
+
+def _stac_hints(pipeline: Any, target_root: str | None) -> dict[str, dict[str, Any]]:
+    """``{store URL: {license, quicklook_variable}}`` as the recipe's StoreToZarr steps give them."""
+    from .lint import built_transforms
+    from .beam.store import StoreToZarr
+    from .store_plan import store_url
+
+    hints: dict[str, dict[str, Any]] = {}
+    for transform in built_transforms(pipeline):
+        root = getattr(transform, "target_root", None) or target_root
+        if isinstance(transform, StoreToZarr) and root:
+            given = {"license": transform.license, "quicklook_variable": transform.quicklook_variable}
+            hints[store_url(str(root), transform.store_name)] = {k: v for k, v in given.items() if v is not None}
+    return hints
 
 
 def _stores_in(pipeline: Any, target_root: str | None) -> list[str]:

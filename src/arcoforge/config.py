@@ -18,6 +18,9 @@ A TOML or YAML file (chosen by its suffix: ``.toml``, ``.yaml``/``.yml``)::
     max_mem = "2GB"
     options = { experiments = ["use_runner_v2"] }   # any other Beam pipeline option
 
+    [stac]
+    public_url = "https://data.example.org/stores"   # where a copy of target.root is published
+
     [runner.dataflow]
     project = "my-project"
     region = "europe-west1"
@@ -136,6 +139,8 @@ CONFIG_SCHEMA: dict[str, Any] = {
             "properties": {
                 "enabled": {"type": "boolean", "x-expected": "true or false"},
                 "schemas": _TEXT,
+                "public_url": {"type": "string", "minLength": 1,
+                               "x-expected": "the URL where a copy of the target root is published"},
             },
             "additionalProperties": False,
         },
@@ -161,6 +166,7 @@ class BakeConfig:
     flink: dict[str, Any] = dataclasses.field(default_factory=dict)
     stac: bool = True
     stac_schemas: str | None = None
+    stac_public_url: str | None = None  # where a copy of target_root is published (asset hrefs point there)
     source: str | None = None  # the file it was read from, for messages
 
     def with_overrides(self, **flags: Any) -> "BakeConfig":
@@ -365,5 +371,6 @@ def load_config(path: str | os.PathLike) -> BakeConfig:
         flink=dict(runner.get("flink", {})),
         stac=stac.get("enabled", True),
         stac_schemas=stac.get("schemas"),
+        stac_public_url=stac.get("public_url"),
         source=str(path),
     )

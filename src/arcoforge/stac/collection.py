@@ -28,10 +28,13 @@ DATACUBE_EXTENSION = "https://stac-extensions.github.io/datacube/v2.2.0/schema.j
 ZARR_EXTENSION = "https://stac-extensions.github.io/zarr/v1.0.0/schema.json"
 ZARR_MEDIA_TYPE = "application/vnd.zarr"
 ZARR_ASSET_KEY = "zarr"
-# Asset field holding the keyword arguments of ``xarray.open_zarr``. A plain field: the zarr
-# extension forbids unknown ``zarr:`` fields, and ``xarray:open_kwargs`` belongs to the
-# deprecated xarray-assets extension.
-OPEN_KWARGS_FIELD = "open_kwargs"
+XARRAY_EXTENSION = "https://stac-extensions.github.io/xarray-assets/v1.0.0/schema.json"
+# The xarray-assets fields readers such as xpystac and intake-stac pass to ``xarray.open_dataset``:
+# the keyword arguments (``chunks={}`` makes it lazy with dask, as ``open_zarr`` is), and the
+# storage options that reach the store (only their public part: endpoint, region, anon...).
+OPEN_KWARGS_FIELD = "xarray:open_kwargs"
+STORAGE_OPTIONS_FIELD = "xarray:storage_options"
+LEGACY_OPEN_KWARGS_FIELD = "open_kwargs"  # what arcoforge 0.1 documents carried
 PROVENANCE_FIELD = "arcoforge:provenance"
 
 
@@ -128,7 +131,9 @@ def build_collection(
     feedstock ``meta.yaml`` dict (``title``, ``description``,
     ``provenance.license``, ``provenance.providers``, ``keywords``/``tags``), else
     from the store's global attributes. ``storage_options`` open the store; only
-    their non-secret part is written, into the asset's ``open_kwargs``.
+    their non-secret part is written, into the asset's ``xarray:storage_options``
+    (for remote stores). The asset href is absolute here; :func:`write_collection`
+    makes it portable.
     ``dataset`` may be given when the store is already open.
     """
     collection_id = _check_collection_id(collection_id)
@@ -172,25 +177,27 @@ def build_collection(
     collection.stac_extensions.append(DATACUBE_EXTENSION)
 
     href = public_url(_absolute_href(store_url))
-    open_kwargs: dict[str, Any] = {"consolidated": info.consolidated, "zarr_format": info.zarr_format}
+    extra_fields: dict[str, Any] = {
+        "zarr:zarr_format": info.zarr_format,
+        "zarr:consolidated": info.consolidated,
+        "zarr:node_type": info.node_type,
+        OPEN_KWARGS_FIELD: {"chunks": {}},
+    }
     public_options = public_storage_options(storage_options)
     if public_options and "://" in href and not href.startswith("file://"):
-        open_kwargs["storage_options"] = public_options
+        extra_fields[STORAGE_OPTIONS_FIELD] = public_options
     collection.add_asset(ZARR_ASSET_KEY, pystac.Asset(
         href=href,
         title=f"Zarr store {href.rstrip('/').rsplit('/', 1)[-1]}",
-        description="Open with xarray.open_zarr(href, **open_kwargs).",
+        description="Open with xarray.open_dataset(href, engine='zarr', **xarray:open_kwargs, "
+                    "storage_options=xarray:storage_options), or arcoforge.stac.open_dataset_from_collection.",
         media_type=ZARR_MEDIA_TYPE,
         roles=["data"],
-        extra_fields={
-            "zarr:zarr_format": info.zarr_format,
-            "zarr:consolidated": info.consolidated,
-            "zarr:node_type": info.node_type,
-            OPEN_KWARGS_FIELD: open_kwargs,
-        },
+        extra_fields=extra_fields,
     ))
-    if ZARR_EXTENSION not in collection.stac_extensions:
-        collection.stac_extensions.append(ZARR_EXTENSION)
+    for extension in (ZARR_EXTENSION, XARRAY_EXTENSION):
+        if extension not in collection.stac_extensions:
+            collection.stac_extensions.append(extension)
     if provenance:
         collection.extra_fields[PROVENANCE_FIELD] = dict(provenance)
     return collection
