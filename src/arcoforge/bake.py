@@ -324,7 +324,10 @@ def _leases_kept(stores: list[str], owner: str, storage_options: dict | None, tt
     try:
         for url in stores:
             lease = StoreState(url, storage_options).lease()
-            lease.acquire(owner, ttl, break_lease)
+            try:
+                lease.acquire(owner, ttl, break_lease)
+            except OSError as error:  # the lease is the bake's first write: name the target, not the lease file
+                raise _unwritable_target(url, error) from error
             leases.append(lease)
     except BaseException:
         for lease in leases:
@@ -333,6 +336,16 @@ def _leases_kept(stores: list[str], owner: str, storage_options: dict | None, tt
         raise
     with LeaseKeeper(leases, owner, ttl):
         yield
+
+
+def _unwritable_target(url: str, error: OSError) -> Exception:
+    """The error of a target that cannot be written, naming the target as the user gave it."""
+    from .errors import InfrastructureError
+    from .io.redaction import public_url
+
+    reason = error.strerror or type(error).__name__
+    return InfrastructureError(f"cannot write the target {public_url(url)}: {reason} "
+                               f"({type(error).__name__}; is the target root writable and a folder?)")
 
 
 def _counts_from_metrics(result: Any, outcome: RecipeOutcome) -> None:
