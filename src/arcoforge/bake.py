@@ -297,7 +297,8 @@ def _bake_recipe(ref: Any, config: Any, events: Events, *, prune: int | None, dr
             path = write_store_collection(
                 url, config.target_root or url.rstrip("/").rsplit("/", 1)[0], metadata=metadata,
                 storage_options=config.target_storage_options or None, provenance=known,
-                schemas_dir=config.stac_schemas, public_url=config.stac_public_url, **fields,
+                schemas_dir=config.stac_schemas, public_url=config.stac_public_url,
+                reader_storage_options=config.stac_storage_options or None, **fields,
             )
             outcome.stac.append(path)
             events.emit("stac_written", recipe_id=ref.id, store=url, path=path)

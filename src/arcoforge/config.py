@@ -20,6 +20,7 @@ A TOML or YAML file (chosen by its suffix: ``.toml``, ``.yaml``/``.yml``)::
 
     [stac]
     public_url = "https://data.example.org/stores"   # where a copy of target.root is published
+    storage_options = { anon = true }                 # what its readers need (public options only)
 
     [runner.dataflow]
     project = "my-project"
@@ -141,6 +142,8 @@ CONFIG_SCHEMA: dict[str, Any] = {
                 "schemas": _TEXT,
                 "public_url": {"type": "string", "minLength": 1,
                                "x-expected": "the URL where a copy of the target root is published"},
+                "storage_options": {"type": "object", "x-expected": "a table of public fsspec options "
+                                    "readers need, such as anon = true"},
             },
             "additionalProperties": False,
         },
@@ -167,6 +170,7 @@ class BakeConfig:
     stac: bool = True
     stac_schemas: str | None = None
     stac_public_url: str | None = None  # where a copy of target_root is published (asset hrefs point there)
+    stac_storage_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # public, for readers
     source: str | None = None  # the file it was read from, for messages
 
     def with_overrides(self, **flags: Any) -> "BakeConfig":
@@ -372,5 +376,6 @@ def load_config(path: str | os.PathLike) -> BakeConfig:
         stac=stac.get("enabled", True),
         stac_schemas=stac.get("schemas"),
         stac_public_url=stac.get("public_url"),
+        stac_storage_options=dict(stac.get("storage_options", {})),
         source=str(path),
     )

@@ -53,6 +53,7 @@ class WriteSTAC(beam.PTransform):
     license: str | None = None  # SPDX id or URL; over metadata's provenance.license
     quicklook_variable: str | None = None  # default: metadata's quicklook_variable, else the largest variable
     public_url: str | None = None  # where a copy of output_root is published; asset hrefs point there
+    reader_storage_options: dict | None = None  # public options readers need, e.g. {"anon": True}
     context: BakeContext | None = None
 
     def expand(self, stores: beam.PCollection) -> beam.PCollection:
@@ -61,7 +62,7 @@ class WriteSTAC(beam.PTransform):
         options = dict(collection_id=self.collection_id, metadata=self.metadata, storage_options=storage_options,
                        provenance=dict(context.provenance or {}), schemas_dir=self.schemas_dir,
                        quicklook=self.quicklook, license=self.license, quicklook_variable=self.quicklook_variable,
-                       public_url=self.public_url)
+                       public_url=self.public_url, reader_storage_options=self.reader_storage_options)
         return (
             stores
             | "Write collections" >> beam.Map(write_collection, self.output_root or context.target_root, **options)

@@ -50,6 +50,46 @@ def public_storage_options(storage_options: Mapping[str, Any] | None) -> dict[st
     return public_options(storage_options)
 
 
+def reader_options(storage_options: Mapping[str, Any] | None,
+                   reader_storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The storage options a document gives readers: the writer's public ones, updated by ``reader_storage_options``.
+
+    ``reader_storage_options`` must be public themselves (see :mod:`arcoforge.io.redaction`):
+    a key that looks secret is a ValueError naming the key, never its value.
+
+    >>> reader_options({"key": "AKIA", "endpoint_url": "http://h:9000"}, {"anon": True})
+    {'endpoint_url': 'http://h:9000', 'anon': True}
+    """
+    from ..io.redaction import public_options
+
+    given = dict(reader_storage_options or {})
+    kept = public_options(given)
+    refused = _dropped_keys(given, kept)
+    if refused:
+        raise ValueError(f"STAC reader storage options {refused} may hold secrets and are never published; "
+                         "give only public options (anon, endpoint_url, region_name, requester_pays...)")
+    return _merged(public_storage_options(storage_options), kept)
+
+
+def _dropped_keys(given: Mapping[str, Any], kept: Mapping[str, Any], path: str = "") -> list[str]:
+    dropped = []
+    for key, value in given.items():
+        name = f"{path}{key}"
+        if key not in kept:
+            dropped.append(name)
+        elif isinstance(value, Mapping) and isinstance(kept[key], Mapping):
+            dropped += _dropped_keys(value, kept[key], f"{name}.")
+    return dropped
+
+
+def _merged(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        both = isinstance(value, Mapping) and isinstance(merged.get(key), Mapping)
+        merged[key] = _merged(merged[key], value) if both else value
+    return merged
+
+
 def public_url(url: str) -> str:
     """``url`` without user info or query string (see :func:`arcoforge.redaction.public_url`).
 
@@ -123,6 +163,7 @@ def build_collection(
     license: str | None = None,
     providers: Sequence[Mapping[str, Any] | str] | None = None,
     keywords: Sequence[str] | str | None = None,
+    reader_storage_options: Mapping[str, Any] | None = None,
 ) -> pystac.Collection:
     """A STAC 1.1.0 Collection describing the Zarr store at ``store_url``.
 
@@ -132,7 +173,9 @@ def build_collection(
     ``provenance.license``, ``provenance.providers``, ``keywords``/``tags``), else
     from the store's global attributes. ``storage_options`` open the store; only
     their non-secret part is written, into the asset's ``xarray:storage_options``
-    (for remote stores). The asset href is absolute here; :func:`write_collection`
+    (for remote stores), completed by ``reader_storage_options``: what readers of
+    the published data need besides (``{"anon": True}`` for a public bucket),
+    public options only. The asset href is absolute here; :func:`write_collection`
     makes it portable.
     ``dataset`` may be given when the store is already open.
     """
@@ -183,7 +226,7 @@ def build_collection(
         "zarr:node_type": info.node_type,
         OPEN_KWARGS_FIELD: {"chunks": {}},
     }
-    public_options = public_storage_options(storage_options)
+    public_options = reader_options(storage_options, reader_storage_options)
     if public_options and "://" in href and not href.startswith("file://"):
         extra_fields[STORAGE_OPTIONS_FIELD] = public_options
     collection.add_asset(ZARR_ASSET_KEY, pystac.Asset(

@@ -122,6 +122,7 @@ def write_store_collection(
     license: str | None = None,
     quicklook_variable: str | None = None,
     public_url: str | None = None,
+    reader_storage_options: Mapping[str, Any] | None = None,
 ) -> str:
     """Build, write and validate the collection of one finished store.
 
@@ -130,7 +131,9 @@ def write_store_collection(
     ``.zarr`` (however the bake was called). ``license`` and
     ``quicklook_variable`` override ``metadata``'s (``provenance.license``,
     ``quicklook_variable``); ``public_url`` is where a copy of ``output_root``
-    is published (see :func:`write_collection`). The provenance record is the
+    is published (see :func:`write_collection`); ``reader_storage_options``
+    are what its readers need besides the public part of ``storage_options``
+    (e.g. ``{"anon": True}``; public options only). The provenance record is the
     store's own (its ``arcoforge_*`` attributes), completed by ``provenance``.
     Validation is offline, against ``schemas_dir``, else
     ``$ARCOFORGE_STAC_SCHEMAS``, else the schemas shipped with arcoforge. An invalid
@@ -149,6 +152,7 @@ def write_store_collection(
         provenance=record or None,
         dataset=dataset,
         license=license,
+        reader_storage_options=reader_storage_options,
     )
     variable = quicklook_variable or (metadata or {}).get("quicklook_variable")
     path = write_collection(collection, output_root, dataset=dataset, storage_options=storage_options,
