@@ -65,7 +65,7 @@ from .collection import (
 from .coordinates import CFCoordinates, find_coordinates
 from .datacube import MAX_LISTED_VALUES, cube_dimensions, cube_variables
 from .extents import GLOBAL_BBOX, iso_duration, longitude_interval, spatial_bbox, temporal_interval, to_utc_datetime
-from .metadata import PROVIDER_ROLES, provenance, provenance_attrs, read_meta_yaml
+from .metadata import PROVIDER_ROLES, provenance, provenance_attrs, provenance_from_attrs, read_meta_yaml
 from .publish import write_collection, write_store_collection
 from .quicklook import QUICKLOOK_NAME, main_variable, write_quicklook
 from .validation import (
@@ -99,6 +99,7 @@ __all__ = [
     "read_meta_yaml",
     "provenance",
     "provenance_attrs",
+    "provenance_from_attrs",
     "public_storage_options",
     "public_url",
     # writing, linking and reading documents
