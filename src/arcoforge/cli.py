@@ -91,7 +91,7 @@ def _bake_flags(args: argparse.Namespace) -> dict[str, Any]:
                 prune=args.prune, dry_run=args.dry_run,
                 on_error="skip" if args.skip_bad_inputs else None, retries=args.retries,
                 max_concurrency=args.max_concurrency, lease_ttl=args.lease_ttl,
-                input_deadline=args.input_deadline, license=args.license,
+                input_deadline=args.input_deadline, overrides=args.override, license=args.license,
                 quicklook_variable=args.quicklook_variable, public_url=args.public_url)
 
 

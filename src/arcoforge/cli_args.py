@@ -37,6 +37,8 @@ def _subparser(sub: argparse._SubParsersAction, name: str, help: str, **kwargs) 
 
 
 def _bake_arguments(parser: argparse.ArgumentParser) -> None:
+    from .runtime.context import OVERRIDABLE
+
     parser.add_argument("target", metavar="FEEDSTOCK", nargs="?",
                         help="a feedstock folder (holding meta.yaml) or a recipe .py file; with --repo, the "
                              "feedstock's folder inside the repository (default: its top)")
@@ -57,6 +59,9 @@ def _bake_arguments(parser: argparse.ArgumentParser) -> None:
                         help="print one JSON object per line for each event, the last a summary")
     parser.add_argument("--num-workers", type=int, help="local worker processes, or dask LocalCluster "
                         "workers (default 1)")
+    parser.add_argument("--override", action="append", metavar="NAME", choices=OVERRIDABLE,
+                        help="let this run-time value win over the recipe's own (repeatable): "
+                             + ", ".join(OVERRIDABLE))
     parser.add_argument("--max-mem", help="memory budget for array data of the whole bake, e.g. 2GB "
                         "for StoreToZarr steps that set no max_mem of their own (default 1GB)")
     parser.add_argument("--dask-address", help="dask scheduler address for --runner dask "

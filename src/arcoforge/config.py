@@ -18,6 +18,8 @@ A TOML or YAML file (chosen by its suffix: ``.toml``, ``.yaml``/``.yml``)::
     max_mem = "2GB"
     options = { experiments = ["use_runner_v2"] }   # any other Beam pipeline option
 
+    overrides = ["max_mem"]        # these values win over a recipe's own (default: the recipe's win)
+
     [stac]
     public_url = "https://data.example.org/stores"   # where a copy of target.root is published
     storage_options = { anon = true }                 # what its readers need (public options only)
@@ -44,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import RecipeError
+from .runtime.context import OVERRIDABLE
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +82,8 @@ CONFIG_SCHEMA: dict[str, Any] = {
                 "num_workers": _POSITIVE_INT,
                 "max_mem": {"type": ["string", "integer"], "x-expected": "a size such as 2GB, or bytes"},
                 "options": {"type": "object", "x-expected": "a table of Beam pipeline options"},
+                "overrides": {"type": "array", "items": {"enum": list(OVERRIDABLE)},
+                              "x-expected": f"a list of some of {', '.join(OVERRIDABLE)}"},
                 "dask": {
                     "type": "object",
                     "properties": {
@@ -169,6 +174,8 @@ class BakeConfig:
     flink: dict[str, Any] = dataclasses.field(default_factory=dict)
     stac: bool = True
     stac_schemas: str | None = None
+    # Run-time values that win over a recipe's own (see arcoforge.runtime.context.BakeContext.overrides).
+    overrides: tuple[str, ...] = ()
     stac_public_url: str | None = None  # where a copy of target_root is published (asset hrefs point there)
     stac_storage_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # public, for readers
     source: str | None = None  # the file it was read from, for messages
@@ -375,6 +382,7 @@ def load_config(path: str | os.PathLike) -> BakeConfig:
         flink=dict(runner.get("flink", {})),
         stac=stac.get("enabled", True),
         stac_schemas=stac.get("schemas"),
+        overrides=tuple(runner.get("overrides", ())),
         stac_public_url=stac.get("public_url"),
         stac_storage_options=dict(stac.get("storage_options", {})),
         source=str(path),
