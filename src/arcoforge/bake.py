@@ -390,34 +390,35 @@ def _writes_stac(pipeline: Any) -> bool:
     return any(isinstance(transform, WriteSTAC) for transform in built_transforms(pipeline))
 
 
-def _stac_hints(pipeline: Any, target_root: str | None) -> dict[str, dict[str, Any]]:
-    """``{store URL: {license, quicklook_variable}}`` as the recipe's StoreToZarr steps give them."""
-    from .lint import built_transforms
-    from .beam.store import StoreToZarr
-    from .store_plan import store_url
+def store_steps(pipeline: Any, target_root: str | None) -> list[tuple[str, Any]]:
+    """``(URL, StoreToZarr step)`` of every store a built pipeline writes, wherever the step sits.
 
-    hints: dict[str, dict[str, Any]] = {}
-    for transform in built_transforms(pipeline):
-        root = getattr(transform, "target_root", None) or target_root
-        if isinstance(transform, StoreToZarr) and root:
-            given = {"license": transform.license, "quicklook_variable": transform.quicklook_variable}
-            hints[store_url(str(root), transform.store_name)] = {k: v for k, v in given.items() if v is not None}
-    return hints
-
-
-def _stores_in(pipeline: Any, target_root: str | None) -> list[str]:
-    """URLs of the stores a built pipeline writes, from its StoreToZarr steps wherever they sit."""
+    A step without its own target root writes under ``target_root``; one with
+    neither is left out (its bake fails on it clearly).
+    """
     from .lint import built_transforms
     from .beam.store import StoreToZarr
     from .runtime.context import is_unset
     from .store_plan import store_url
 
-    found = []
+    found: dict[str, Any] = {}
     for transform in built_transforms(pipeline):
         if isinstance(transform, StoreToZarr):
             root = target_root if is_unset(transform.target_root) else transform.target_root
             if root:
-                url = store_url(str(root), transform.store_name)
-                if url not in found:
-                    found.append(url)
-    return found
+                found.setdefault(store_url(str(root), transform.store_name), transform)
+    return list(found.items())
+
+
+def _stac_hints(pipeline: Any, target_root: str | None) -> dict[str, dict[str, Any]]:
+    """``{store URL: {license, quicklook_variable}}`` as the recipe's StoreToZarr steps give them."""
+    hints: dict[str, dict[str, Any]] = {}
+    for url, step in store_steps(pipeline, target_root):
+        given = {"license": step.license, "quicklook_variable": step.quicklook_variable}
+        hints[url] = {k: v for k, v in given.items() if v is not None}
+    return hints
+
+
+def _stores_in(pipeline: Any, target_root: str | None) -> list[str]:
+    """URLs of the stores a built pipeline writes, from its StoreToZarr steps wherever they sit."""
+    return [url for url, _ in store_steps(pipeline, target_root)]

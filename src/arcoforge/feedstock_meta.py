@@ -35,27 +35,23 @@ def recipe_stores(ref: Any, target_root: str = "") -> list[dict[str, str]]:
     """
     import apache_beam as beam
 
-    from .beam.store import StoreToZarr
-    from .lint import built_transforms
+    from .bake import store_steps
     from .runtime.context import use_runtime_defaults
     from .runtime.runners import local_runner
     from .stac import collection_id_for
-    from .store_plan import store_url
 
-    with use_runtime_defaults(target_root=target_root or "."):
+    placeholder = "arcoforge-expand-meta:"  # stands for "the target root", where none is given
+    with use_runtime_defaults(target_root=target_root or placeholder):
         pipeline = beam.Pipeline(runner=local_runner())
         try:
             _ = pipeline | ref.transform
         except Exception as error:
             raise RecipeError(f"{ref.where}: building the pipeline failed: {type(error).__name__}: {error}") from error
     stores: list[dict[str, str]] = []
-    for transform in built_transforms(pipeline):
-        if isinstance(transform, StoreToZarr):
-            root = transform.target_root or target_root
-            url = store_url(str(root), transform.store_name) if root else transform.store_name.strip("/")
-            if all(store["url"] != url for store in stores):
-                stores.append({"name": transform.store_name.strip("/"), "url": url,
-                               "collection_id": collection_id_for(url)})
+    for url, step in store_steps(pipeline, target_root or placeholder):
+        if url.startswith(placeholder):
+            url = url[len(placeholder):].lstrip("/")
+        stores.append({"name": step.store_name.strip("/"), "url": url, "collection_id": collection_id_for(url)})
     return stores
 
 

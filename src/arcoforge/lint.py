@@ -32,7 +32,6 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.pipeline import PipelineVisitor
-from apache_beam.transforms.ptransform import _ChainedPTransform
 
 from .errors import RecipeError
 from .feedstock import (
@@ -156,33 +155,17 @@ def lint(target: str | os.PathLike, recipe_id: str | None = None) -> LintReport:
 
 
 class _Collect(PipelineVisitor):
-    """Every transform of a built pipeline, composites included; and the recipe's own steps."""
+    """Every transform of a built pipeline, composites included."""
 
     def __init__(self) -> None:
         self.transforms: list[Any] = []
-        self.steps: list[Any] = []  # applied by the recipe itself: at the top, or in a `a | b | c` chain
-
-    def _add(self, node: Any) -> None:
-        self.transforms.append(node.transform)
-        parent = getattr(node, "parent", None)
-        parent_transform = getattr(parent, "transform", None)
-        if parent_transform is None or isinstance(parent_transform, _ChainedPTransform):
-            if not isinstance(node.transform, _ChainedPTransform):
-                self.steps.append(node.transform)
 
     def enter_composite_transform(self, node: Any) -> None:
         if node.transform is not None:
-            self._add(node)
+            self.transforms.append(node.transform)
 
     def visit_transform(self, node: Any) -> None:
-        self._add(node)
-
-
-def recipe_steps(pipeline: beam.Pipeline) -> list[Any]:
-    """The steps a recipe applies itself (not the parts of arcoforge's composite transforms)."""
-    collector = _Collect()
-    pipeline.visit(collector)
-    return collector.steps
+        self.transforms.append(node.transform)
 
 
 def may_change_dimensions(steps: Iterable[Any]) -> bool:
@@ -259,7 +242,7 @@ def lint_recipe(ref: RecipeRef) -> list[Problem]:
     first_dims = _first_input_dims(items)
     if options_error is not None and not stores:  # a StoreToZarr built inside a composite step
         problems.append(_error(where, f"building the pipeline failed: {options_error}"))
-    preprocessed = may_change_dimensions(recipe_steps(pipeline))
+    preprocessed = may_change_dimensions(recipe_steps(ref.transform))
     for store in stores:
         problems.extend(check_store_to_zarr(store, f"{where}: StoreToZarr({store.store_name!r})",
                                             input_dims if len(creates) == 1 else None, first_dims,
