@@ -126,3 +126,16 @@ def test_lint_reports_unknown_encoding_keys(tmp_path, daily_archive):
     recipe.write_text(text)
     messages = "\n".join(map(str, lint(recipe).errors))
     assert "encoding['analysed_sst'] has keys ['compresser'] that are not understood" in messages
+
+
+def test_stac_keys_of_the_config(tmp_path):
+    from arcoforge.config import load_config
+
+    config = tmp_path / "bake.toml"
+    config.write_text('[stac]\npublic_url = "https://data.example.org/sst"\nstorage_options = {anon = true}\n')
+    loaded = load_config(config)
+    assert (loaded.stac_public_url, loaded.stac_storage_options) == ("https://data.example.org/sst", {"anon": True})
+    config.write_text('[stac]\nstorage_options = {anon = true, client_kwargs = {aws_session_token = "t0ken"}}\n')
+    with pytest.raises(RecipeError, match=r"\['client_kwargs.aws_session_token'\] may hold secrets") as error:
+        load_config(config)
+    assert "t0ken" not in str(error.value)

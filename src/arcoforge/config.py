@@ -358,6 +358,16 @@ def read_document(path: str | os.PathLike) -> Any:
     raise RecipeError(f"config file {path}: expected a .toml, .yaml or .yml file")
 
 
+def _check_public(options: Mapping[str, Any], where: str) -> None:
+    """Options published in STAC documents must hold nothing secret: a key that looks secret is an error."""
+    from .io.redaction import secret_looking_keys
+
+    refused = secret_looking_keys(options)
+    if refused:
+        raise RecipeError(f"{where}: {refused} may hold secrets, and these options are published in every "
+                          "collection; give only public options (anon, endpoint_url, region_name...)")
+
+
 def load_config(path: str | os.PathLike) -> BakeConfig:
     """Read and check a config file; every problem is reported at once, naming its field."""
     document = read_document(path)
@@ -368,6 +378,7 @@ def load_config(path: str | os.PathLike) -> BakeConfig:
         raise RecipeError("invalid config file:\n  " + "\n  ".join(errors))
     runner = document.get("runner", {})
     stac = document.get("stac", {})
+    _check_public(stac.get("storage_options") or {}, f"{path}: stac.storage_options")
     return BakeConfig(
         target_root=document.get("target", {}).get("root"),
         target_storage_options=dict(document.get("target", {}).get("storage_options", {})),

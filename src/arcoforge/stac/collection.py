@@ -60,26 +60,15 @@ def reader_options(storage_options: Mapping[str, Any] | None,
     >>> reader_options({"key": "AKIA", "endpoint_url": "http://h:9000"}, {"anon": True})
     {'endpoint_url': 'http://h:9000', 'anon': True}
     """
-    from ..io.redaction import public_options
+    from ..io.redaction import public_options, secret_looking_keys
 
     given = dict(reader_storage_options or {})
     kept = public_options(given)
-    refused = _dropped_keys(given, kept)
+    refused = secret_looking_keys(given)
     if refused:
         raise ValueError(f"STAC reader storage options {refused} may hold secrets and are never published; "
                          "give only public options (anon, endpoint_url, region_name, requester_pays...)")
     return _merged(public_storage_options(storage_options), kept)
-
-
-def _dropped_keys(given: Mapping[str, Any], kept: Mapping[str, Any], path: str = "") -> list[str]:
-    dropped = []
-    for key, value in given.items():
-        name = f"{path}{key}"
-        if key not in kept:
-            dropped.append(name)
-        elif isinstance(value, Mapping) and isinstance(kept[key], Mapping):
-            dropped += _dropped_keys(value, kept[key], f"{name}.")
-    return dropped
 
 
 def _merged(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
