@@ -173,3 +173,24 @@ def test_a_store_on_s3_opens_through_xpystac_from_its_collection_alone(s3, s3_fi
     with pytest.raises(ValueError, match=r"\['secret'\]"):
         stac.write_store_collection(f"{root}/sst.zarr", root, storage_options=writer,
                                     reader_storage_options={"anon": True, "secret": "x"})
+
+
+def test_the_copy_served_over_http_opens_from_its_collections(published, file_server):
+    """Publishing is copying the root to a web server: relative hrefs, or --public-url ones, open there."""
+    copy = published["copy"]
+    public = stac.write_store_collection(str(copy / "sst.zarr"), str(copy), collection_id="sst-public",
+                                         public_url=file_server.url("").rstrip("/"), quicklook=False,
+                                         update_catalog=False, license="CC0-1.0")
+    for path in copy.rglob("*"):
+        if path.is_file():
+            file_server.files[path.relative_to(copy).as_posix()] = path.read_bytes()
+    url = file_server.url("stac/sst/collection.json")
+    collection = pystac.Collection.from_file(url)
+    collection.make_asset_hrefs_absolute()
+    assert collection.assets["zarr"].href == file_server.url("sst.zarr")
+    xr.testing.assert_identical(xr.open_dataset(collection.assets["zarr"], engine="stac").load(), published["expected"])
+    xr.testing.assert_identical(stac.open_dataset_from_collection(url).load(), published["expected"])
+    # With --public-url the collection opens on its own, wherever it is read from.
+    alone = pystac.Collection.from_dict(json.loads(Path(public).read_text()))
+    assert alone.assets["zarr"].href == file_server.url("sst.zarr")
+    xr.testing.assert_identical(xr.open_dataset(alone.assets["zarr"], engine="stac").load(), published["expected"])

@@ -5,6 +5,12 @@ line is wrong (``lint`` found an error); 3 an input is bad (unreadable, or
 inconsistent with the others); 4 the infrastructure failed (storage, workers,
 the cluster); 1 anything unexpected. ``bake --json`` prints one JSON object per
 line for each event, the last one ``{"event": "result", ...}``.
+
+Commands: ``bake`` (a feedstock folder, a recipe file, or ``--repo URL --ref REF``),
+``lint``, ``expand-meta`` (recipe ids and their stores, ``--json`` for bots),
+``stac write`` / ``stac validate``, ``demo``. The arguments and the conventions
+they share (``--version``, ``-v``/``-q`` anywhere, no abbreviations) are
+built in :mod:`arcoforge.cli_args`.
 """
 
 from __future__ import annotations
