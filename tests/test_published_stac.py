@@ -194,3 +194,11 @@ def test_the_copy_served_over_http_opens_from_its_collections(published, file_se
     alone = pystac.Collection.from_dict(json.loads(Path(public).read_text()))
     assert alone.assets["zarr"].href == file_server.url("sst.zarr")
     xr.testing.assert_identical(xr.open_dataset(alone.assets["zarr"], engine="stac").load(), published["expected"])
+
+
+def test_a_token_in_the_repository_url_never_reaches_the_error(tmp_path, capsys):
+    repo = "https://bot:PLANTED-gh-token-5eed@127.0.0.1:9/owner/feedstock.git"  # nothing listens on port 9
+    assert main(["-q", "bake", "--repo", repo, "--ref", "main", "--target-root", str(tmp_path)]) == EXIT_RECIPE
+    err = capsys.readouterr().err
+    assert "cannot check out https://127.0.0.1:9/owner/feedstock.git at main" in err
+    assert "PLANTED-gh-token-5eed" not in err

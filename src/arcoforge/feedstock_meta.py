@@ -82,15 +82,15 @@ def checkout_feedstock(repo: str, ref: str | None = None, subfolder: str | None 
     """
     if shutil.which("git") is None:
         raise RecipeError("bake --repo needs the git command, which is not installed")
-    from .io.redaction import public_url
+    from .io.redaction import public_url, register_secrets, url_secrets
 
     scratch = tempfile.mkdtemp(prefix="arcoforge-feedstock-")
     folder = Path(scratch) / "repo"
+    register_secrets(url_secrets(repo))  # a token in the URL never reaches a log line
     try:
         _git("init", "--quiet", str(folder))
-        _git("-C", str(folder), "remote", "add", "origin", repo, what=repo)
-        _git("-C", str(folder), "fetch", "--quiet", "--depth", "1", "origin", ref or "HEAD",
-             what=f"{repo} at {ref}" if ref else repo)
+        _git("-C", str(folder), "remote", "add", "origin", repo, repo=repo)
+        _git("-C", str(folder), "fetch", "--quiet", "--depth", "1", "origin", ref or "HEAD", repo=repo, ref=ref)
         _git("-C", str(folder), "checkout", "--quiet", "FETCH_HEAD")
         commit = _git("-C", str(folder), "rev-parse", "HEAD").strip()
         logger.info("feedstock %s at %s (commit %s) checked out in %s", public_url(repo), ref or "its default branch",
@@ -100,17 +100,20 @@ def checkout_feedstock(repo: str, ref: str | None = None, subfolder: str | None 
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _git(*args: str, what: str | None = None) -> str:
-    from .io.redaction import public_url
+def _git(*args: str, repo: str = "", ref: str | None = None) -> str:
+    """Run git; a failure is a RecipeError with git's message, the repository URL's user info and tokens redacted."""
+    from .io.redaction import public_url, url_secrets
 
     command = args[2] if args[0] == "-C" else args[0]
-    what = public_url(what) if what else "the feedstock"
+    what = (public_url(repo) if repo else "the feedstock") + (f" at {ref}" if ref else "")
     try:
         done = subprocess.run(["git", *args], capture_output=True, text=True, timeout=GIT_TIMEOUT,
                               env={**os.environ, "GIT_TERMINAL_PROMPT": "0"})
     except subprocess.TimeoutExpired:
         raise RecipeError(f"git {command} of {what} took over {GIT_TIMEOUT} s") from None
     if done.returncode != 0:
-        message = " ".join(done.stderr.split()) or f"exit code {done.returncode}"
+        from .io.redaction import redact
+
+        message = redact(" ".join(done.stderr.split()), url_secrets(repo)) or f"exit code {done.returncode}"
         raise RecipeError(f"cannot check out {what}: git {command}: {message}")
     return done.stdout
