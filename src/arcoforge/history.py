@@ -11,20 +11,20 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
 
 EXIT_OK = 0
 
 
-def add_history_command(sub: Any) -> None:
-    """Register the ``history`` subcommand on the CLI's subparsers."""
-    parser = sub.add_parser("history", help="list the snapshots of an Icechunk store (StoreToIcechunk's output)")
+HELP = "list the snapshots of an Icechunk store (StoreToIcechunk's output)"
+
+
+def add_history_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``history`` subcommand's arguments (its parser is made by :mod:`arcoforge.cli_args`)."""
     parser.add_argument("store", metavar="STORE", help="the repository's path or s3:// URL")
     parser.add_argument("--branch", default="main", help="the branch to list (default main)")
     parser.add_argument("--storage-options", type=json.loads, default=None, metavar="JSON",
                         help='options reaching the store, as JSON (e.g. \'{"endpoint_url": "http://..."}\')')
     parser.add_argument("--json", action="store_true", help="one JSON object per snapshot")
-    parser.set_defaults(run=run_history)
 
 
 def history_lines(store: str, branch: str = "main", storage_options: dict | None = None,

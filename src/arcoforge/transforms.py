@@ -13,8 +13,10 @@ The element type between transforms is ``(Index, value)``: the index says where
 an input sits in the pattern, the value is its URL, opened source or Dataset.
 This module only re-exports: each transform lives in the :mod:`arcoforge.beam`
 package, and what it does in plain functions (:mod:`arcoforge.core` for a bake).
-Every transform takes an optional ``context`` (:class:`~arcoforge.runtime.context.BakeContext`);
-values the recipe gives explicitly win over the context's.
+Every transform takes an optional ``context`` (:class:`~arcoforge.runtime.context.BakeContext`),
+which a bake sets on each step (:func:`arcoforge.runtime.injection.inject`); values the recipe
+gives explicitly win over the context's, unless the bake names them in ``overrides``. A field
+whose default is :class:`RequiredAtRuntimeDefault` (``StoreToZarr.target_root``) is filled at run time.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from .beam.open import OpenURLWithFSSpec, OpenWithXarray
 from .beam.preprocess import Preprocess
 from .beam.stac import WriteSTAC
 from .beam.store import StoreToZarr
+from .runtime.context import RequiredAtRuntimeDefault
 
 __all__ = [
     "ConsolidateDimensionCoordinates",
@@ -31,6 +34,7 @@ __all__ = [
     "OpenURLWithFSSpec",
     "OpenWithXarray",
     "Preprocess",
+    "RequiredAtRuntimeDefault",
     "StoreToZarr",
     "WriteSTAC",
 ]

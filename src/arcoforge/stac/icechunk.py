@@ -91,7 +91,8 @@ def icechunk_asset(url: str, snapshot_id: str, branch: str = "main",
     return pystac.Asset(
         href=href,
         title=f"Icechunk repository {href.rstrip('/').rsplit('/', 1)[-1]}",
-        description=(f"An Icechunk repository (Zarr v3). Open the published version with {opener}{authorize}; "
+        description=(f"An Icechunk repository (Zarr v3; a relative href is relative to this document). "
+                     f"Open the published version with {opener}{authorize}; "
                      "xarray.open_zarr(repo.readonly_session(snapshot_id=asset['icechunk:snapshot_id']).store, "
                      "consolidated=False), or the branch's latest with readonly_session(branch=...)."),
         media_type=ICECHUNK_MEDIA_TYPE,
