@@ -167,3 +167,20 @@ def test_icechunk_refuses_chunks_of_an_input_modified_after_the_references(archi
     os.utime(paths[0], (later, later))
     with pytest.raises(Exception, match="virtual chunk has changed"):
         open_virtual_icechunk(url, prefix).load()
+
+
+def test_the_example_recipes_lint_clean_and_the_virtual_one_bakes_with_the_cli(tmp_path, monkeypatch, capsys):
+    from arcoforge.cli import main
+
+    recipes = Path(__file__).parent.parent / "recipes"
+    write_demo_archive(tmp_path / "inputs", ndays=3)
+    monkeypatch.setenv("ARCOFORGE_DEMO_INPUTS", str(tmp_path / "inputs"))
+    monkeypatch.setenv("ARCOFORGE_DEMO_DAYS", "3")
+    for name in ("daily_sst_icechunk.py", "daily_sst_virtual.py"):
+        assert main(["-q", "lint", str(recipes / name)]) == 0
+        assert "0 error(s), 0 warning(s)" in capsys.readouterr().out
+    assert main(["-q", "bake", str(recipes / "daily_sst_virtual.py"), "--target-root", str(tmp_path / "out")]) == 0
+    refs = xr.open_dataset(str(tmp_path / "out" / "daily-sst-refs" / "reference.json"), engine="kerchunk",
+                           storage_options={"remote_protocol": "file"})
+    assert refs.sizes["time"] == 3
+    assert next(history(str(tmp_path / "out" / "daily-sst-virtual.icechunk"))).metadata["kind"] == "virtual"
