@@ -24,7 +24,23 @@ from arcoforge.cli import main
 from arcoforge.demo import write_demo_archive
 from arcoforge.io.icechunk_store import history, open_repository
 
-pytestmark = pytest.mark.usefixtures("private_default_cache")
+def _sample_data():
+    """tests/_sample_data.py (the CMIP6 sample archives), loaded once; tests are not a package."""
+    import importlib.util
+    from pathlib import Path
+
+    name = "arcoforge_tests_sample_data"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("_sample_data.py"))
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    return sys.modules[name]
+
+
+cmip6_sample_dir, cmip6_files = _sample_data().cmip6_sample_dir, _sample_data().cmip6_files
+
+pytestmark = [pytest.mark.usefixtures("private_default_cache"),
+              pytest.mark.filterwarnings("ignore::xarray.SerializationWarning")]
 
 CHUNKS = {"time": 3}
 
@@ -169,3 +185,21 @@ def test_a_bake_killed_before_its_branch_moves_changes_nothing_and_a_plain_rerun
     assert_same_store(open_branch(url), zarr_reference)
     assert len(list(history(url))) == len(before) + 2  # the append's schema snapshot and its commit
     assert open_repository(url).list_branches() == {"main"}
+
+
+def test_cmip6_files_counting_from_three_epochs_give_the_same_store_on_both_targets(cmip6_files, tmp_path):
+    """A real archive (BCC-CSM2-MR ta, 365_day calendar, days since 1930, 1970 and 2010): the same values,
+    time units, bounds and chunks whether StoreToZarr or StoreToIcechunk writes them."""
+    paths = [str(p) for p in cmip6_files("ta_Amon_BCC-CSM2-MR_*.nc")]
+    pattern = af.pattern_from_file_sequence(paths, "time")
+    for cls, name in ((af.StoreToZarr, "bcc.zarr"), (af.StoreToIcechunk, "bcc.icechunk")):
+        af.run_local(beam.Create(pattern.items()) | af.OpenURLWithFSSpec()
+                     | af.OpenWithXarray(file_type=pattern.file_type)
+                     | cls(store_name=name, combine_dims=pattern.combine_dim_keys, target_root=str(tmp_path),
+                           target_chunks={"time": 100}))
+    decode = xr.coders.CFDatetimeCoder(use_cftime=True)
+    expected = xr.open_zarr(tmp_path / "bcc.zarr", decode_times=decode).load()
+    repo = open_repository(str(tmp_path / "bcc.icechunk"), create=False)
+    actual = xr.open_zarr(repo.readonly_session(branch="main").store, consolidated=False, decode_times=decode)
+    assert_same_store(actual, expected)
+    assert actual.sizes["time"] == 1020 and actual.ta.encoding["chunks"] == (100, 2, 2, 2)
