@@ -165,21 +165,27 @@ af.run_local(recipe)
 """
 
 
-def test_a_bake_killed_before_its_branch_moves_changes_nothing_and_a_plain_rerun_completes(archive, zarr_reference,
-                                                                                         tmp_path):
-    """Killed (SIGKILL) once every chunk is written and committed on the scratch branch, the last moment before
-    the branch moves: readers still see the old snapshot whole."""
+@pytest.mark.parametrize("fault", ["icechunk.commit", "icechunk.moved"])
+def test_a_killed_append_leaves_the_branch_whole_and_a_plain_rerun_completes(archive, zarr_reference, tmp_path,
+                                                                             fault):
+    """SIGKILLed once every chunk is written and committed on the scratch branch, the last moment before the
+    branch moves: readers still see the old snapshot whole. Killed just after the move: the append is there,
+    whole; the rerun commits nothing and removes the scratch branch left behind."""
     url = str(tmp_path / "r.icechunk")
     af.run_local(recipe(archive[:5], "r.icechunk", str(tmp_path), append_dim="time"))
     before = [e.id for e in history(url)]
     script = tmp_path / "append.py"
     script.write_text(textwrap.dedent(KILLED_RECIPE.format(paths=archive, root=str(tmp_path), chunks=CHUNKS)))
-    killed = subprocess.run([sys.executable, str(script)], env={**os.environ, "ARCOFORGE_FAULT_AT": "icechunk.commit"},
+    killed = subprocess.run([sys.executable, str(script)], env={**os.environ, "ARCOFORGE_FAULT_AT": fault},
                             capture_output=True, text=True, timeout=120)
     assert killed.returncode == -9, killed.stderr[-2000:]
-    assert [e.id for e in history(url)] == before  # the branch did not move
-    xr.testing.assert_identical(open_branch(url).load().drop_attrs(deep=False),
-                                zarr_reference.isel(time=slice(0, 5)).drop_attrs(deep=False))
+    if fault == "icechunk.commit":
+        assert [e.id for e in history(url)] == before  # the branch did not move
+        xr.testing.assert_identical(open_branch(url).load().drop_attrs(deep=False),
+                                    zarr_reference.isel(time=slice(0, 5)).drop_attrs(deep=False))
+    else:
+        assert len(open_repository(url).list_branches()) == 2  # main, and the scratch branch
+        assert_same_store(open_branch(url), zarr_reference)
 
     af.run_local(recipe(archive, "r.icechunk", str(tmp_path), append_dim="time"))  # the same recipe, run again
     assert_same_store(open_branch(url), zarr_reference)

@@ -90,6 +90,7 @@ def plan_icechunk_bake(spec: StoreSpec, input_schemas: list[InputSchema], branch
     url, append_dim, combine_dims = spec.url, spec.append_dim, list(spec.combine_dims)
     repo = ics.open_repository(url, spec.storage_options)
     base = ics.branch_head(repo, branch)
+    ics.drop_merged_scratches(repo, branch, base)  # left by a bake killed after it moved the branch
     held = ics.head_metadata(repo, base)
     existing = None
     if append_dim and held.get("kind") in ("bake", "append"):
@@ -122,7 +123,6 @@ def plan_icechunk_bake(spec: StoreSpec, input_schemas: list[InputSchema], branch
     print_ = fingerprint(plan_description(plan))
     if existing is None and held.get("fingerprint") == print_:
         logger.info("%s@%s holds this bake already (snapshot %s): nothing to commit", url, branch, base)
-        ics.drop_branch(repo, ics.scratch_branch(branch, print_))  # left by a bake killed after its commit
         return IcechunkBake(dataclasses.replace(plan, groups={}, grids={}, nothing_new=True), Mode.NOTHING_NEW,
                             branch, base, print_)
     mode = Mode.APPEND if existing is not None else Mode.FRESH

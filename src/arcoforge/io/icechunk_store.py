@@ -118,6 +118,14 @@ def start_scratch(repo: Any, branch: str, fingerprint: str, base: str | None) ->
     return repo.writable_session(scratch)
 
 
+def drop_merged_scratches(repo: Any, branch: str, head: str | None) -> None:
+    """Delete the scratch branches of ``branch`` that point at its head: bakes killed after moving it."""
+    prefix = scratch_branch(branch, "")
+    for name in repo.list_branches():
+        if name.startswith(prefix) and head is not None and repo.lookup_branch(name) == head:
+            repo.delete_branch(name)
+
+
 def drop_branch(repo: Any, branch: str) -> None:
     """Delete ``branch`` if it exists."""
     if branch in repo.list_branches():
