@@ -17,6 +17,7 @@ import apache_beam as beam
 import icechunk
 import pytest
 import xarray as xr
+import zarr
 
 import arcoforge as af
 from arcoforge import stac
@@ -209,3 +210,19 @@ def test_cmip6_files_counting_from_three_epochs_give_the_same_store_on_both_targ
     actual = xr.open_zarr(repo.readonly_session(branch="main").store, consolidated=False, decode_times=decode)
     assert_same_store(actual, expected)
     assert actual.sizes["time"] == 1020 and actual.ta.encoding["chunks"] == (100, 2, 2, 2)
+
+
+def test_a_branch_another_writer_moved_meanwhile_is_not_overwritten(tmp_path):
+    from arcoforge.io.icechunk_store import move_branch
+
+    repo = open_repository(str(tmp_path / "r.icechunk"))
+    start = repo.lookup_branch("main")
+    snapshots = []
+    for value in (1, 2):
+        session = repo.writable_session("main")
+        zarr.create_group(session.store, attributes={"writer": value}, overwrite=True)
+        snapshots.append(session.commit(f"writer {value}"))
+    with pytest.raises(af.InfrastructureError, match=rf"branch 'main' moved to snapshot {snapshots[1]} while this "
+                                                     rf"bake wrote \(it started from {start}\)"):
+        move_branch(repo, "main", snapshots[0], start)
+    assert repo.lookup_branch("main") == snapshots[1]

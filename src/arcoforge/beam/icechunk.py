@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import apache_beam as beam
 
 from ..core.bake import cut_pieces
+from ..errors import RecipeError
 from ..core.icechunk_bake import (IcechunkBake, commit_icechunk, plan_icechunk_bake, prepare_icechunk,
                                   write_icechunk_task)
 from ..io.icechunk_store import quiet_icechunk_logs
@@ -59,7 +60,7 @@ class StoreToIcechunk(StoreToZarr):
 
     def __post_init__(self) -> None:
         if self.zarr_format != 3:
-            raise ValueError(f"StoreToIcechunk({self.store_name!r}): Icechunk stores are Zarr v3 only")
+            raise RecipeError(f"StoreToIcechunk({self.store_name!r}): Icechunk stores are Zarr v3 only")
         super().__post_init__()
 
     def expand(self, datasets: beam.PCollection) -> beam.PCollection:

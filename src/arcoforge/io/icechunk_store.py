@@ -183,12 +183,25 @@ def move_branch(repo: Any, branch: str, snapshot_id: str, expected: str | None) 
     """Point ``branch`` at ``snapshot_id`` if it still points at ``expected`` (created if ``expected`` is None).
 
     The compare-and-swap is Icechunk's: another writer that moved the branch
-    since the bake planned makes this fail rather than be overwritten.
+    since the bake planned makes this fail (:class:`~arcoforge.errors.InfrastructureError`,
+    as when another bake holds a Zarr store's lease) rather than be overwritten.
     """
-    if expected is None:
-        repo.create_branch(branch, snapshot_id)
-    else:
-        repo.reset_branch(branch, snapshot_id, from_snapshot_id=expected)
+    import icechunk
+
+    from ..errors import InfrastructureError
+
+    try:
+        if expected is None:
+            repo.create_branch(branch, snapshot_id)
+        else:
+            repo.reset_branch(branch, snapshot_id, from_snapshot_id=expected)
+    except icechunk.IcechunkError as error:
+        now = branch_head(repo, branch)
+        if now == expected:
+            raise
+        raise InfrastructureError(
+            f"branch {branch!r} moved to snapshot {now} while this bake wrote (it started from {expected}); "
+            "another writer committed first: nothing of this bake was published, run it again") from error
 
 
 @dataclass(frozen=True)
