@@ -43,7 +43,7 @@ from ..runtime.memory import limit_netcdf_chunk_cache, release_freed_memory, wor
 from ..runtime.progress import record_event
 from ..schema import InputSchema, combine_schemas
 from ..stac import provenance, provenance_attrs
-from ..store_plan import StorePlan, plan_description, plan_store
+from ..store_plan import ExistingStore, StorePlan, plan_description, plan_store
 from ..store_template import encode_variable, render_plan
 from .bake import StoreSpec
 
@@ -115,31 +115,41 @@ def plan_icechunk_bake(spec: StoreSpec, input_schemas: list[InputSchema], branch
     if existing is None:
         plan = with_documents(plan)
     else:
-        documents = ics.get_keys(repo.readonly_session(snapshot_id=base).store,
-                                 ["zarr.json", *(f"{name}/zarr.json" for name in plan.schema.variables)])
-        plan = dataclasses.replace(
-            plan, documents=grow_documents(documents, append_dim, schema.dims[append_dim], plan.zarr_format),
-            append_origin=existing.length, ingested=(*existing.ingested, *(u for u in schema.urls if u)))
+        plan = _grown(plan, existing, repo.readonly_session(snapshot_id=base).store)
     print_ = fingerprint(plan_description(plan))
     if existing is None and held.get("fingerprint") == print_:
         logger.info("%s@%s holds this bake already (snapshot %s): nothing to commit", url, branch, base)
         return IcechunkBake(dataclasses.replace(plan, groups={}, grids={}, nothing_new=True), Mode.NOTHING_NEW,
                             branch, base, print_)
     mode = Mode.APPEND if existing is not None else Mode.FRESH
-    added = [s.url for s in fresh if s.url]
-    from .. import __version__
-
-    recipe = record.get("recipe_id") or url.rstrip("/").rsplit("/", 1)[-1]
-    digest = inputs_hash(added)
-    message = (f"arcoforge {__version__}: {mode.value} of recipe {recipe}, {len(added)} inputs "
-               f"(inputs sha256 {digest})")
-    commit_record = {"kind": mode.value, "recipe": recipe, "inputs_sha256": digest, "n_inputs": len(added),
-                     "arcoforge_version": __version__, "fingerprint": print_, "ingested": list(plan.ingested),
-                     "pattern_sha256": record.get("pattern_sha256")}
+    message, commit_record = _commit_record(mode, plan, print_, [s.url for s in fresh if s.url], record)
     record_event(spec.progress_dir, "plan", store=url, n_inputs=schema.n_inputs, n_tasks=plan.n_tasks,
                  nbytes=plan.nbytes)
     checkpoint("icechunk.plan")
     return IcechunkBake(plan, mode, branch, base, print_, message, commit_record, spec.progress_dir)
+
+
+def _grown(plan: StorePlan, existing: ExistingStore, store: Any) -> StorePlan:
+    """An append's plan with the branch's metadata documents grown along the append dimension."""
+    dim = plan.append_dim
+    documents = ics.get_keys(store, ["zarr.json", *(f"{name}/zarr.json" for name in plan.schema.variables)])
+    return dataclasses.replace(
+        plan, documents=grow_documents(documents, dim, plan.schema.dims[dim], plan.zarr_format),
+        append_origin=existing.length, ingested=(*existing.ingested, *(u for u in plan.schema.urls if u)))
+
+
+def _commit_record(mode: Mode, plan: StorePlan, print_: str, added: list[str],
+                   provenance_record: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The commit's message (recipe, inputs' hash, arcoforge's version) and the metadata it records."""
+    from .. import __version__
+
+    recipe = provenance_record.get("recipe_id") or plan.url.rstrip("/").rsplit("/", 1)[-1]
+    digest = inputs_hash(added)
+    message = (f"arcoforge {__version__}: {mode.value} of recipe {recipe}, {len(added)} inputs "
+               f"(inputs sha256 {digest})")
+    return message, {"kind": mode.value, "recipe": recipe, "inputs_sha256": digest, "n_inputs": len(added),
+                     "arcoforge_version": __version__, "fingerprint": print_, "ingested": list(plan.ingested),
+                     "pattern_sha256": provenance_record.get("pattern_sha256")}
 
 
 def prepare_icechunk(bake: IcechunkBake) -> bytes:
