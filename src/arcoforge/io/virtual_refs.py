@@ -189,8 +189,10 @@ def check_combinable(datasets: Sequence[xr.Dataset], concat_dim: str, identical_
                 if key == "chunks" and concat_dim in variable.dims:
                     continue  # the concat axis may end in a partial chunk
                 if ours[key] != theirs[key]:
-                    raise InputError(f"{source}: variable {name!r} has {key} {ours[key]}, "
-                                     f"{theirs[key]} in {first.encoding.get('source')}: references cannot combine them")
+                    raise InputError(
+                        f"{source}: variable {name!r} has {key} {ours[key]}, {theirs[key]} in "
+                        f"{first.encoding.get('source')}: references cannot combine them (inline_threshold >= "
+                        f"{variable.nbytes} loads it instead; StoreToZarr copies any encodings)")
         for name in identical_dims:
             if name in ds.variables and not _is_virtual(ds[name].variable) and \
                     not np.array_equal(ds[name].values, first[name].values):
