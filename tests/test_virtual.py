@@ -149,6 +149,9 @@ def test_a_codec_or_dtype_zarr_cannot_express_stops_naming_file_and_variable(tmp
         f.create_dataset("pair", data=np.zeros(8, dtype=[("a", "f4"), ("b", "i4")]), chunks=(4,))
     with pytest.raises(af.InputError, match=r"compound\.h5, variable 'pair': .*compound dtype"):
         vr.open_virtual(str(compound), "hdf5", inline_threshold=0)
+    # A format with no parser fails when the recipe is built, not in a worker.
+    with pytest.raises(af.RecipeError, match="no virtual-reference parser for file type 'grib'"):
+        af.OpenWithKerchunk(file_type=af.FileType.grib)
 
 
 def test_icechunk_refuses_chunks_of_an_input_modified_after_the_references(archive, tmp_path):

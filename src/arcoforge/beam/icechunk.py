@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import apache_beam as beam
 
 from ..core.bake import cut_pieces
-from ..errors import RecipeError
+from ..errors import RecipeError, require_package
 from ..core.icechunk_bake import (IcechunkBake, commit_icechunk, plan_icechunk_bake, prepare_icechunk,
                                   write_icechunk_task)
 from ..io.icechunk_store import quiet_icechunk_logs
@@ -59,6 +59,7 @@ class StoreToIcechunk(StoreToZarr):
     branch: str = "main"
 
     def __post_init__(self) -> None:
+        require_package("icechunk", "icechunk", f"StoreToIcechunk({self.store_name!r})")
         if self.zarr_format != 3:
             raise RecipeError(f"StoreToIcechunk({self.store_name!r}): Icechunk stores are Zarr v3 only")
         super().__post_init__()

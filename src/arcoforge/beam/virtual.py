@@ -13,7 +13,7 @@ from typing import Any
 
 import apache_beam as beam
 
-from ..errors import RecipeError
+from ..errors import RecipeError, require_package
 from ..io import virtual_refs as vr
 from ..patterns import FileType, Index
 from ..runtime.context import BakeContext, resolve_context
@@ -66,6 +66,10 @@ class OpenWithKerchunk(beam.PTransform):
     storage_options: dict | None = None
     context: BakeContext | None = None
 
+    def __post_init__(self) -> None:
+        require_package("virtualizarr", "virtual", "OpenWithKerchunk")
+        vr.parser_for(self.file_type)  # a file type without a parser fails now, not in a worker
+
     def expand(self, items: beam.PCollection) -> beam.PCollection:
         options = self.storage_options or resolve_context(self.context).source_storage_options
         return items | "Open references" >> beam.Map(_open, self.file_type, self.inline_threshold, options)
@@ -104,6 +108,10 @@ class WriteCombinedReference(_CombineVirtual):
 
     output_file_name: str = "reference.json"
 
+    def __post_init__(self) -> None:
+        if self.output_file_name.endswith(".parquet"):
+            require_package("fastparquet", "virtual", f"WriteCombinedReference({self.output_file_name!r})")
+
     def expand(self, opened: beam.PCollection) -> beam.PCollection:
         url, _ = self._target()
         return (opened
@@ -123,6 +131,9 @@ class WriteVirtualIcechunk(_CombineVirtual):
 
     branch: str = "main"
     source_storage_options: dict | None = None
+
+    def __post_init__(self) -> None:
+        require_package("icechunk", "virtual", f"WriteVirtualIcechunk({self.store_name!r})")
 
     def expand(self, opened: beam.PCollection) -> beam.PCollection:
         url, context = self._target()
