@@ -26,6 +26,14 @@ from arcoforge.io.icechunk_store import history, open_repository
 from arcoforge.runtime.runners import local_pipeline_options, local_runner
 
 
+pytestmark = [
+    # Third-party notices about libraries they use, not what is tested: fsspec reads parquet references with
+    # pandas' fastparquet engine; the inputs' zlib is a numcodecs codec in the references' Zarr v3 metadata.
+    pytest.mark.filterwarnings("ignore:The 'fastparquet' engine is deprecated"),
+    pytest.mark.filterwarnings("ignore:Numcodecs codecs are not in the Zarr version 3 specification"),
+]
+
+
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory) -> list[str]:
     folder = tmp_path_factory.mktemp("virtual-inputs")
