@@ -38,9 +38,9 @@ class ReferenceAndCommit(beam.PTransform):
         json_file = opened | WriteCombinedReference(
             store_name="daily-sst-refs", concat_dims=["time"], identical_dims=["lat", "lon"],
             output_file_name="reference.json")
-        snapshot = opened | WriteVirtualIcechunk(
+        repository = opened | WriteVirtualIcechunk(
             store_name="daily-sst-virtual.icechunk", concat_dims=["time"], identical_dims=["lat", "lon"])
-        return (json_file, snapshot) | beam.Flatten()
+        return (json_file, repository) | beam.Flatten()
 
 
 recipe = beam.Create(pattern.items()) | ReferenceAndCommit()

@@ -20,6 +20,7 @@ import pytest
 import xarray as xr
 
 import arcoforge as af
+from arcoforge import stac
 from arcoforge.demo import write_demo_archive
 from arcoforge.io import virtual_refs as vr
 from arcoforge.io.icechunk_store import history, open_repository
@@ -85,6 +86,12 @@ def test_local_inputs_as_json_parquet_and_icechunk_references(archive, tmp_path)
     assert stored < sum(os.path.getsize(p) for p in archive) / 2
     commit = next(history(str(tmp_path / "virtual.icechunk")))
     assert commit.metadata["kind"] == "virtual" and commit.metadata["n_inputs"] == 6
+    # Its STAC asset says it is virtual, which snapshot, and which location readers must authorize.
+    path = stac.write_store_collection(str(tmp_path / "virtual.icechunk"), str(tmp_path), quicklook=False)
+    asset = stac.read_json(path)["assets"]["zarr"]
+    assert "virtual" in asset["roles"] and asset["icechunk:virtual_chunk_containers"] == [prefix]
+    assert asset["icechunk:snapshot_id"] == commit.id
+    xr.testing.assert_equal(stac.open_dataset_from_collection(path).load(), reference)
 
 
 def test_http_inputs_as_json_and_parquet_references(archive, tmp_path, file_server):

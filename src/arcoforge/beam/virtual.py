@@ -48,8 +48,9 @@ def _write_icechunk(elements: list, concat_dims: Sequence[str], identical_dims: 
               f"(inputs sha256 {digest})"
     record = {"kind": "virtual", "recipe": recipe, "inputs_sha256": digest, "n_inputs": len(sources),
               "arcoforge_version": __version__, "ingested": sources}
-    return vr.write_virtual_icechunk(vr.combine(datasets, concat_dims, identical_dims), url, sources, branch,
-                                     message, record, storage_options, source_options)
+    vr.write_virtual_icechunk(vr.combine(datasets, concat_dims, identical_dims), url, sources, branch, message,
+                              record, storage_options, source_options)
+    return url
 
 
 @dataclass
@@ -126,7 +127,8 @@ class WriteVirtualIcechunk(_CombineVirtual):
 
     The repository gets a virtual chunk container for the folder the inputs
     share; readers authorize it (``authorize_virtual_chunk_access``). Outputs
-    the snapshot id.
+    the repository's URL (so ``| WriteSTAC()`` follows; the collection records
+    the snapshot id and the container).
     """
 
     branch: str = "main"
