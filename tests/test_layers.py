@@ -173,7 +173,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("Beam shell", ("beam",)),
     ("public API", ("transforms",)),
     ("runners", ("runtime.runners", "runtime.workers", "runtime.dask_runner", "runtime.pipeline_options")),
-    ("service", ("config", "feedstock", "lint", "bake", "demo", "cli")),
+    ("service", ("config", "feedstock", "feedstock_meta", "lint", "bake", "demo", "history", "cli_args", "cli")),
 ]
 # Imports that go up a layer today, each with the reason it has not moved yet.
 KNOWN_UPWARD: set[tuple[str, str]] = set()

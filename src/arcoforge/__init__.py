@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from .beam.preprocess import Preprocess
     from .beam.stac import WriteSTAC
     from .beam.store import StoreToZarr
+    from .beam.icechunk import StoreToIcechunk
+    from .beam.virtual import OpenWithKerchunk, WriteCombinedReference, WriteVirtualIcechunk
 
 
 class _DropBeamImportNoise(logging.Filter):
@@ -75,6 +77,10 @@ _PUBLIC = {
     "OpenWithXarray": "beam.open",
     "Preprocess": "beam.preprocess",
     "StoreToZarr": "beam.store",
+    "StoreToIcechunk": "beam.icechunk",
+    "OpenWithKerchunk": "beam.virtual",
+    "WriteCombinedReference": "beam.virtual",
+    "WriteVirtualIcechunk": "beam.virtual",
     "WriteSTAC": "beam.stac",
 }
 

@@ -205,6 +205,8 @@ class StoreToZarr(beam.PTransform):
     append_dim: str | None = None
     max_attr_bytes: int | None = DEFAULT_MAX_ATTR_BYTES
     max_pieces_per_task: int = MAX_PIECES_PER_TASK
+    license: str | None = None  # the STAC collection's licence (SPDX id or URL), for `arcoforge bake`
+    quicklook_variable: str | None = None  # the variable of the collection's quicklook (default: the largest)
     context: BakeContext | None = None
 
     def __post_init__(self) -> None:

@@ -28,10 +28,13 @@ DATACUBE_EXTENSION = "https://stac-extensions.github.io/datacube/v2.2.0/schema.j
 ZARR_EXTENSION = "https://stac-extensions.github.io/zarr/v1.0.0/schema.json"
 ZARR_MEDIA_TYPE = "application/vnd.zarr"
 ZARR_ASSET_KEY = "zarr"
-# Asset field holding the keyword arguments of ``xarray.open_zarr``. A plain field: the zarr
-# extension forbids unknown ``zarr:`` fields, and ``xarray:open_kwargs`` belongs to the
-# deprecated xarray-assets extension.
-OPEN_KWARGS_FIELD = "open_kwargs"
+XARRAY_EXTENSION = "https://stac-extensions.github.io/xarray-assets/v1.0.0/schema.json"
+# The xarray-assets fields readers such as xpystac and intake-stac pass to ``xarray.open_dataset``:
+# the keyword arguments (``chunks={}`` makes it lazy with dask, as ``open_zarr`` is), and the
+# storage options that reach the store (only their public part: endpoint, region, anon...).
+OPEN_KWARGS_FIELD = "xarray:open_kwargs"
+STORAGE_OPTIONS_FIELD = "xarray:storage_options"
+LEGACY_OPEN_KWARGS_FIELD = "open_kwargs"  # what arcoforge 0.1 documents carried
 PROVENANCE_FIELD = "arcoforge:provenance"
 
 
@@ -45,6 +48,35 @@ def public_storage_options(storage_options: Mapping[str, Any] | None) -> dict[st
     from ..io.redaction import public_options
 
     return public_options(storage_options)
+
+
+def reader_options(storage_options: Mapping[str, Any] | None,
+                   reader_storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The storage options a document gives readers: the writer's public ones, updated by ``reader_storage_options``.
+
+    ``reader_storage_options`` must be public themselves (see :mod:`arcoforge.io.redaction`):
+    a key that looks secret is a ValueError naming the key, never its value.
+
+    >>> reader_options({"key": "AKIA", "endpoint_url": "http://h:9000"}, {"anon": True})
+    {'endpoint_url': 'http://h:9000', 'anon': True}
+    """
+    from ..io.redaction import public_options, secret_looking_keys
+
+    given = dict(reader_storage_options or {})
+    kept = public_options(given)
+    refused = secret_looking_keys(given)
+    if refused:
+        raise ValueError(f"STAC reader storage options {refused} may hold secrets and are never published; "
+                         "give only public options (anon, endpoint_url, region_name, requester_pays...)")
+    return _merged(public_storage_options(storage_options), kept)
+
+
+def _merged(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        both = isinstance(value, Mapping) and isinstance(merged.get(key), Mapping)
+        merged[key] = _merged(merged[key], value) if both else value
+    return merged
 
 
 def public_url(url: str) -> str:
@@ -120,6 +152,8 @@ def build_collection(
     license: str | None = None,
     providers: Sequence[Mapping[str, Any] | str] | None = None,
     keywords: Sequence[str] | str | None = None,
+    reader_storage_options: Mapping[str, Any] | None = None,
+    asset: pystac.Asset | None = None,
 ) -> pystac.Collection:
     """A STAC 1.1.0 Collection describing the Zarr store at ``store_url``.
 
@@ -128,14 +162,20 @@ def build_collection(
     feedstock ``meta.yaml`` dict (``title``, ``description``,
     ``provenance.license``, ``provenance.providers``, ``keywords``/``tags``), else
     from the store's global attributes. ``storage_options`` open the store; only
-    their non-secret part is written, into the asset's ``open_kwargs``.
-    ``dataset`` may be given when the store is already open.
+    their non-secret part is written, into the asset's ``xarray:storage_options``
+    (for remote stores), completed by ``reader_storage_options``: what readers of
+    the published data need besides (``{"anon": True}`` for a public bucket),
+    public options only. The asset href is absolute here; :func:`write_collection`
+    makes it portable.
+    ``dataset`` may be given when the store is already open. ``asset`` (with
+    ``dataset``) replaces the Zarr asset, for stores that are not a plain Zarr
+    folder (an Icechunk repository, see :mod:`arcoforge.stac.icechunk`).
     """
     collection_id = _check_collection_id(collection_id)
     store_url = str(store_url)
     meta = dict(metadata or {})
     meta_provenance = meta.get("provenance") if isinstance(meta.get("provenance"), Mapping) else {}
-    info = inspect_zarr_store(store_url, storage_options)
+    info = inspect_zarr_store(store_url, storage_options) if asset is None else None
     ds = dataset if dataset is not None else open_store_dataset(store_url, storage_options, info.consolidated)
 
     coords = find_coordinates(ds)
@@ -171,37 +211,54 @@ def build_collection(
     collection.stac_extensions = [url for url in collection.stac_extensions if "/datacube/" not in url]
     collection.stac_extensions.append(DATACUBE_EXTENSION)
 
-    href = public_url(_absolute_href(store_url))
-    open_kwargs: dict[str, Any] = {"consolidated": info.consolidated, "zarr_format": info.zarr_format}
-    public_options = public_storage_options(storage_options)
-    if public_options and "://" in href and not href.startswith("file://"):
-        open_kwargs["storage_options"] = public_options
-    collection.add_asset(ZARR_ASSET_KEY, pystac.Asset(
-        href=href,
-        title=f"Zarr store {href.rstrip('/').rsplit('/', 1)[-1]}",
-        description="Open with xarray.open_zarr(href, **open_kwargs).",
-        media_type=ZARR_MEDIA_TYPE,
-        roles=["data"],
-        extra_fields={
-            "zarr:zarr_format": info.zarr_format,
-            "zarr:consolidated": info.consolidated,
-            "zarr:node_type": info.node_type,
-            OPEN_KWARGS_FIELD: open_kwargs,
-        },
-    ))
-    if ZARR_EXTENSION not in collection.stac_extensions:
-        collection.stac_extensions.append(ZARR_EXTENSION)
+    extensions = [ZARR_EXTENSION]
+    if asset is None:
+        asset = _zarr_asset(store_url, info, storage_options, reader_storage_options)
+        extensions.append(XARRAY_EXTENSION)
+    collection.add_asset(ZARR_ASSET_KEY, asset)
+    for extension in extensions:
+        if extension not in collection.stac_extensions:
+            collection.stac_extensions.append(extension)
     if provenance:
         collection.extra_fields[PROVENANCE_FIELD] = dict(provenance)
     return collection
 
 
 
+def _zarr_asset(store_url: str, info: Any, storage_options: dict | None,
+                reader_storage_options: Mapping[str, Any] | None) -> pystac.Asset:
+    """The asset of a plain Zarr store: where it is and how xarray opens it."""
+    href = public_url(_absolute_href(store_url))
+    extra_fields: dict[str, Any] = {
+        "zarr:zarr_format": info.zarr_format,
+        "zarr:consolidated": info.consolidated,
+        "zarr:node_type": info.node_type,
+        OPEN_KWARGS_FIELD: {"chunks": {}},
+    }
+    public_options = reader_options(storage_options, reader_storage_options)
+    if public_options and "://" in href and not href.startswith("file://"):
+        extra_fields[STORAGE_OPTIONS_FIELD] = public_options
+    return pystac.Asset(
+        href=href,
+        title=f"Zarr store {href.rstrip('/').rsplit('/', 1)[-1]}",
+        description="Open with xarray.open_dataset(href, engine='zarr', **xarray:open_kwargs, "
+                    "storage_options=xarray:storage_options), or arcoforge.stac.open_dataset_from_collection.",
+        media_type=ZARR_MEDIA_TYPE,
+        roles=["data"],
+        extra_fields=extra_fields,
+    )
+
+
 def collection_id_for(store_url: str) -> str:
-    """The default collection id of a store: its name without ``.zarr``.
+    """The default collection id of a store: its name without ``.zarr`` (or ``.icechunk``).
 
     >>> collection_id_for("s3://bucket/out/daily-sst.zarr/")
     'daily-sst'
+    >>> collection_id_for("/stores/daily-sst.icechunk")
+    'daily-sst'
     """
     name = str(store_url).rstrip("/").rsplit("/", 1)[-1]
-    return name[: -len(".zarr")] if name.endswith(".zarr") else name
+    for suffix in (".zarr", ".icechunk"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
