@@ -140,16 +140,29 @@ def _concat(parts: Sequence[Iterable[Any]]) -> list[Any]:
     return list(itertools.chain.from_iterable(parts))
 
 
-def _count(partition: Iterable[Any]) -> int:
-    return sum(1 for _ in partition)
+def _count(parts: Sequence[Iterable[Any]]) -> int:
+    return sum(1 for part in parts for _ in part)
+
+
+def _over_partitions(bag: Any, func: Any, prefix: str) -> Any:
+    """A ``Delayed`` of ``func(list of the bag's partitions)``: one task over the unoptimized partitions.
+
+    Built as a graph layer of its own rather than by calling ``dask.delayed(func)``
+    on the partitions: that call optimizes its arguments' graph and culls it once
+    per partition (measured: 17 s of 27 s building the graph of 300 inputs).
+    """
+    from dask.base import tokenize
+    from dask.delayed import Delayed
+    from dask.highlevelgraph import HighLevelGraph
+
+    name = f"{prefix}-{tokenize(bag.name, prefix)}"
+    layer = {name: (func, list(bag.__dask_keys__()))}
+    return Delayed(name, HighLevelGraph.from_collections(name, layer, dependencies=[bag]))
 
 
 def _total(bag: Any) -> Any:
     """A dask value counting a bag's elements, over its unoptimized partitions."""
-    import dask
-
-    return dask.delayed(sum, pure=True)([dask.delayed(_count, pure=True)(part)
-                                         for part in bag.to_delayed(optimize_graph=False)])
+    return _over_partitions(bag, _count, "count")
 
 
 def _group_token(pair: tuple[Any, Any]) -> str:
@@ -188,10 +201,7 @@ class _BagTranslator(PipelineVisitor):
         tasks would compute the upstream steps a second time.
         """
         if id(pcoll) not in self._side_values:
-            import dask
-
-            parts = self.bags[pcoll].to_delayed(optimize_graph=False)
-            self._side_values[id(pcoll)] = dask.delayed(_concat, pure=True)(parts)
+            self._side_values[id(pcoll)] = _over_partitions(self.bags[pcoll], _concat, "side-input")
         return self._side_values[id(pcoll)]
 
     def visit_transform(self, node: AppliedPTransform) -> None:
