@@ -14,7 +14,6 @@ import time
 
 import apache_beam as beam
 import numpy as np
-import pytest
 import xarray as xr
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.runners.worker import data_plane
@@ -76,12 +75,14 @@ def _padded_input(element):
     return index, ds
 
 
-@pytest.fixture(scope="module")
-def many_inputs_bake(tmp_path_factory):
-    """One bake of N_INPUTS one-step inputs on 2 local workers, with the runner flushing every 1 ms."""
+def test_many_inputs_reach_every_stage_and_the_store(tmp_path):
+    """One bake of N_INPUTS one-step inputs on 2 local workers, with the runner flushing every 1 ms.
+
+    One test for one Beam run (``pytest -n 2`` would run a module fixture once per worker).
+    """
     from apache_beam.runners.portability.fn_api_runner import worker_handlers
 
-    root = tmp_path_factory.mktemp("scale")
+    root = tmp_path
     pattern = af.pattern_from_file_sequence([str(i) for i in range(N_INPUTS)], "time", nitems_per_file=1)
     recipe = (beam.Create(pattern.items()) | "Open in memory" >> beam.Map(_padded_input)
               | af.StoreToZarr(target_root=str(root), store_name="many.zarr", combine_dims=pattern.combine_dim_keys,
@@ -93,17 +94,19 @@ def many_inputs_bake(tmp_path_factory):
     finally:
         worker_handlers.DATA_BUFFER_TIME_LIMIT_MS = period
     counters = {c.key.metric.name: c.committed for c in result.metrics().query(MetricsFilter())["counters"]}
-    return root / "many.zarr", counters
-
-
-def test_every_input_and_piece_reaches_each_stage(many_inputs_bake):
-    _, counters = many_inputs_bake
     assert counters["inputs_read"] == N_INPUTS  # schemas (read in the stage that opens)
     assert counters["inputs_cut"] == N_INPUTS  # datasets that reached the cutting stage
     assert counters["pieces_cut"] == counters["pieces_written"]
     assert counters["pieces_cut"] == 2 * N_INPUTS  # a piece of each of its two variables
     # 600 inputs, at most 120 pieces a task: whole 50-step chunks, 100 steps a task, 6 tasks a variable
     assert counters["tasks_written"] == 12
+
+    ds = xr.open_zarr(root / "many.zarr")
+    np.testing.assert_array_equal(ds.time.values, np.arange(N_INPUTS))
+    np.testing.assert_array_equal(ds.sst.values[:, 1, 2], np.arange(N_INPUTS, dtype="float32"))
+    pad = ds["pad"].values
+    np.testing.assert_array_equal(pad[:, 0], np.arange(N_INPUTS) % 128)
+    assert (pad == pad[:, :1]).all()
 
 
 def test_many_small_inputs_make_many_tasks():
@@ -118,12 +121,3 @@ def test_many_small_inputs_make_many_tasks():
     # one unit alone spans more inputs than the cap: it is still one task (a unit is never split)
     assert plan_task_grid("sst", (50_000, 4, 8), (5000, 4, 8), [0], 8, 2**30, {0: 1}, max_pieces=100).task_shape[0] == 5000
 
-
-def test_many_inputs_store_holds_every_value(many_inputs_bake):
-    store, _ = many_inputs_bake
-    ds = xr.open_zarr(store)
-    np.testing.assert_array_equal(ds.time.values, np.arange(N_INPUTS))
-    np.testing.assert_array_equal(ds.sst.values[:, 1, 2], np.arange(N_INPUTS, dtype="float32"))
-    pad = ds["pad"].values
-    np.testing.assert_array_equal(pad[:, 0], np.arange(N_INPUTS) % 128)
-    assert (pad == pad[:, :1]).all()
