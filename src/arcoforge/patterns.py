@@ -160,7 +160,12 @@ class FilePattern:
     """The set of input files of a dataset and their places in it.
 
     ``format_function`` is called with one keyword argument per combine
-    dimension (named as the dimension) and returns the file's URL.
+    dimension (named as the dimension) and returns the file's URL. A pattern
+    with no combine dimension is one file (its index is empty).
+    ``query_string_secrets`` stay out of the pattern's URLs (``pattern[index]``,
+    :meth:`items`), as in pangeo-forge-recipes 0.10: pass them to
+    ``OpenURLWithFSSpec(secrets=pattern.query_string_secrets)``, which adds them
+    when it fetches.
     """
 
     def __init__(
@@ -171,8 +176,6 @@ class FilePattern:
         query_string_secrets: dict | None = None,
         file_type: str | FileType = "netcdf4",
     ):
-        if not combine_dims:
-            raise ValueError("FilePattern needs at least one ConcatDim or MergeDim")
         names = [dim.name for dim in combine_dims]
         duplicated = sorted({name for name in names if names.count(name) > 1})
         if duplicated:
@@ -249,10 +252,7 @@ class FilePattern:
             if position.indexed:
                 raise KeyError(f"index {index!r} holds offsets, not file positions")
             kwargs[dim.name] = dim.keys[position.value]
-        url = self.format_function(**kwargs)
-        if self.query_string_secrets:
-            url = add_query_string_secrets(url, self.query_string_secrets)
-        return url
+        return self.format_function(**kwargs)
 
     def __iter__(self) -> Iterator[Index]:
         for positions in product(*(range(len(dim.keys)) for dim in self.combine_dims)):
@@ -343,6 +343,28 @@ def check_combine_dims(combine_dims: Any, where: str = "StoreToZarr") -> list[Di
             f"of type {type(wrong[0]).__name__}; write combine_dims=pattern.combine_dim_keys"
         )
     return list(combine_dims)
+
+
+def check_store_arguments(combine_dims: Sequence[Dimension], target_chunks: Any, dynamic_chunking_fn: Any,
+                          append_dim: str | None, where: str = "StoreToZarr") -> None:
+    """Refuse, when a store step is built, what pangeo-forge-recipes 0.10 refuses then.
+
+    ``target_chunks`` together with ``dynamic_chunking_fn``, and an ``append_dim``
+    that is not a concat dimension of ``combine_dims``, are :class:`RecipeError`.
+    """
+    from .errors import RecipeError
+
+    if target_chunks and dynamic_chunking_fn is not None:
+        raise RecipeError(f"{where}: pass target_chunks or dynamic_chunking_fn, not both")
+    if append_dim is None:
+        return
+    found = [dim for dim in combine_dims if dim.name == append_dim]
+    if not found:
+        raise RecipeError(f"{where}: append_dim {append_dim!r} is not one of the combine dimensions "
+                          f"{[dim.name for dim in combine_dims]}")
+    if found[0].operation != CombineOp.CONCAT:
+        raise RecipeError(f"{where}: append_dim {append_dim!r} must be a concat dimension, "
+                          f"not a {found[0].operation.name.lower()} dimension")
 
 
 def nitems_per_file(combine_dims: Sequence[Dimension]) -> dict[str, int | None]:

@@ -19,7 +19,7 @@ from ..core.bake import (BakePlan, StoreSpec, cut_pieces, finalize, plan_with_le
 from ..errors import RecipeError
 from ..input_checks import DEFAULT_MAX_ATTR_BYTES
 from ..io.lease import DEFAULT_TTL
-from ..patterns import Dimension, Index, check_combine_dims
+from ..patterns import Dimension, Index, check_combine_dims, check_store_arguments
 from ..runtime.context import BakeContext, resolve_context
 from ..runtime.memory import local_data_budget
 from ..io.state import new_owner
@@ -147,19 +147,21 @@ class StoreToZarr(beam.PTransform):
     dynamic_chunking_fn_kwargs: dict[str, Any] = field(default_factory=dict)
     attrs: dict[str, Any] = field(default_factory=dict)
     encoding: dict[str, dict[str, Any]] = field(default_factory=dict)
+    append_dim: str | None = None  # here, after encoding, as in pangeo-forge-recipes 0.10
     zarr_format: int = 3
     target_shards: dict[str, int] | None = None
     max_mem: int | str | None = None  # None: the bake context's, else DEFAULT_MAX_MEM
     storage_options: dict | None = None
     lease_ttl: float | None = None
     break_lease: bool = False
-    append_dim: str | None = None
     max_attr_bytes: int | None = DEFAULT_MAX_ATTR_BYTES
     context: BakeContext | None = None
 
     def __post_init__(self) -> None:
         self.combine_dims = check_combine_dims(self.combine_dims, f"StoreToZarr({self.store_name!r})")
         check_encoding(self.encoding, self.zarr_format)  # bad keys or codecs fail now, not mid-pipeline
+        check_store_arguments(self.combine_dims, self.target_chunks, self.dynamic_chunking_fn, self.append_dim,
+                              f"StoreToZarr({self.store_name!r})")
 
     def _url(self, context: BakeContext | None = None) -> str:
         root = self.target_root or resolve_context(context or self.context).target_root
@@ -184,7 +186,8 @@ class StoreToZarr(beam.PTransform):
             dynamic_chunking_fn_kwargs=dict(self.dynamic_chunking_fn_kwargs),
             # A local bake shares one machine's memory between its worker processes.
             max_mem=local_data_budget(parse_size(max_mem, "max_mem"), context.num_workers),
-            storage_options=self.storage_options or context.storage_options,
+            storage_options=(self.storage_options or getattr(self.target_root, "fsspec_kwargs", None)
+                             or context.storage_options),
             owner=context.owner or new_owner(), lease_ttl=float(self.lease_ttl or context.lease_ttl or DEFAULT_TTL),
             break_lease=self.break_lease or context.break_lease, append_dim=append_dim,
             progress_dir=context.progress_dir, provenance=dict(context.provenance or {}),
