@@ -33,6 +33,10 @@ if TYPE_CHECKING:
     from .beam.preprocess import Preprocess
     from .beam.stac import WriteSTAC
     from .beam.store import StoreToZarr
+    from .compat.concurrency import MapWithConcurrencyLimit
+    from .compat.storage import CacheFSSpecTarget, FlatFSSpecTarget, FSSpecTarget
+    from .compat.types import IndexedPosition
+    from .compat.xarray_zarr import XarrayZarrRecipe
 
 
 class _DropBeamImportNoise(logging.Filter):
@@ -75,6 +79,13 @@ _PUBLIC = {
     "Preprocess": "beam.preprocess",
     "StoreToZarr": "beam.store",
     "WriteSTAC": "beam.stac",
+    # pangeo-forge-recipes compatibility (docs/porting.md)
+    "CacheFSSpecTarget": "compat.storage",
+    "FSSpecTarget": "compat.storage",
+    "FlatFSSpecTarget": "compat.storage",
+    "IndexedPosition": "compat.types",
+    "MapWithConcurrencyLimit": "compat.concurrency",
+    "XarrayZarrRecipe": "compat.xarray_zarr",
 }
 
 __all__ = sorted(_PUBLIC)

@@ -5,6 +5,6 @@ Defined in :mod:`arcoforge.compat.storage`; see that module.
 
 from __future__ import annotations
 
-from .compat.storage import CacheFSSpecTarget, FlatFSSpecTarget, FSSpecTarget
+from .compat.storage import CacheFSSpecTarget, FlatFSSpecTarget, FSSpecTarget, MetadataTarget, StorageConfig
 
-__all__ = ["CacheFSSpecTarget", "FSSpecTarget", "FlatFSSpecTarget"]
+__all__ = ["CacheFSSpecTarget", "FSSpecTarget", "FlatFSSpecTarget", "MetadataTarget", "StorageConfig"]

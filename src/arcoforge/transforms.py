@@ -15,6 +15,11 @@ This module only re-exports: each transform lives in the :mod:`arcoforge.beam`
 package, and what it does in plain functions (:mod:`arcoforge.core` for a bake).
 Every transform takes an optional ``context`` (:class:`~arcoforge.runtime.context.BakeContext`);
 values the recipe gives explicitly win over the context's.
+
+Also here, as in ``pangeo_forge_recipes.transforms``: ``Indexed`` and ``T``
+(``Indexed[X]`` is ``Tuple[Index, X]``) and ``MapWithConcurrencyLimit``.
+Importing this module gives zarr 3 the annotation-only ``zarr.storage.FSStore``
+that 0.10's example recipes annotate with (see :mod:`arcoforge.compat.zarr2_names`).
 """
 
 from __future__ import annotations
@@ -24,8 +29,16 @@ from .beam.open import OpenURLWithFSSpec, OpenWithXarray
 from .beam.preprocess import Preprocess
 from .beam.stac import WriteSTAC
 from .beam.store import StoreToZarr
+from .compat.concurrency import MapWithConcurrencyLimit
+from .compat.types import Indexed, T
+from .compat.zarr2_names import provide_zarr2_annotation_names
+
+provide_zarr2_annotation_names()
 
 __all__ = [
+    "Indexed",
+    "MapWithConcurrencyLimit",
+    "T",
     "ConsolidateDimensionCoordinates",
     "ConsolidateMetadata",
     "OpenURLWithFSSpec",

@@ -165,4 +165,23 @@ def open_input(url: str, secrets: dict | None = None, fsspec_sync_patch: bool = 
     return fsspec.open(url, mode="rb", **open_kwargs)
 
 
-__all__ = ["CacheFSSpecTarget", "FSSpecTarget", "FlatFSSpecTarget"]
+__all__ = ["CacheFSSpecTarget", "FSSpecTarget", "FlatFSSpecTarget", "MetadataTarget", "StorageConfig"]
+
+
+class MetadataTarget(FSSpecTarget):
+    """pangeo-forge-recipes 0.5–0.8's metadata cache target (accepted; arcoforge keeps its own bake state)."""
+
+
+@dataclass
+class StorageConfig:
+    """pangeo-forge-recipes 0.5–0.8's storage of an ``XarrayZarrRecipe``: where the store goes.
+
+    ``target`` is the store itself (its parent folder is the target root, its
+    name the store name). ``cache`` and ``metadata`` are accepted; the input
+    cache is :class:`~arcoforge.io.InputCache`'s business, and the bake state
+    lives in the store.
+    """
+
+    target: FSSpecTarget | None = None
+    cache: FSSpecTarget | None = None
+    metadata: FSSpecTarget | None = None
