@@ -33,9 +33,9 @@ class XarrayZarrPipeline(beam.PTransform):
                                 open_kwargs=pattern.fsspec_open_kwargs or None)
             | OpenWithXarray(file_type=pattern.file_type, copy_to_local=r.copy_input_to_local_file,
                              xarray_open_kwargs=dict(r.xarray_open_kwargs))
-            | "Process inputs" >> beam.MapTuple(process_one_input, delete_input_encoding=r.delete_input_encoding,
-                                                process_input=r.process_input)
-            | "Subset inputs" >> beam.FlatMapTuple(split_input, concat_dim=concat_dim, pieces=r._pieces())
+            | "Process inputs" >> beam.Map(lambda item: process_one_input(*item, r.delete_input_encoding,
+                                                                          r.process_input))
+            | "Subset inputs" >> beam.FlatMap(lambda item: split_input(*item, concat_dim, r._pieces()))
         )
         chunks = (
             inputs
