@@ -5,7 +5,7 @@
 folder under a name derived from its URL, and serve as an input cache
 (``OpenURLWithFSSpec(cache=...)``, :func:`arcoforge.openers.open_url`).
 
-A target is also a path-like naming its root as a URL (``os.fspath(target)``), so
+A target is also a path-like naming its root (``os.fspath(target)``: a URL, or a path for local folders), so
 any arcoforge option that takes a path or URL takes a target too.
 
 >>> import fsspec
@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import fsspec
+from fsspec.implementations.local import LocalFileSystem
 
 from ..patterns import add_query_string_secrets
 
@@ -60,6 +61,8 @@ class FSSpecTarget:
         return replace(self, root_path=os.path.join(self.root_path, suffix))
 
     def __fspath__(self) -> str:
+        if isinstance(self.fs, LocalFileSystem):
+            return self.root_path
         return self.fs.unstrip_protocol(self.root_path)
 
     def __str__(self) -> str:
