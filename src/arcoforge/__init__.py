@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from .patterns import (CombineOp, ConcatDim, Dimension, FilePattern, FileType, Index, MergeDim, Position,
                            pattern_from_file_sequence)
     from .io import InputCache, RetryPolicy
-    from .runtime.context import BakeContext, use_runtime_defaults
+    from .runtime.context import BakeContext, RequiredAtRuntimeDefault, use_runtime_defaults
     from .runtime.runners import run_local
     from .beam.consolidate import ConsolidateDimensionCoordinates, ConsolidateMetadata
     from .beam.open import OpenURLWithFSSpec, OpenWithXarray
@@ -72,6 +72,7 @@ _PUBLIC = {
     "run_local": "runtime.runners",
     "use_runtime_defaults": "runtime.context",
     "BakeContext": "runtime.context",
+    "RequiredAtRuntimeDefault": "runtime.context",
     "ConsolidateDimensionCoordinates": "beam.consolidate",
     "ConsolidateMetadata": "beam.consolidate",
     "OpenURLWithFSSpec": "beam.open",

@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -24,6 +23,7 @@ from .errors import SchemaError
 from .packing import is_packed, store_value_encoding
 from .schema import CF_ENCODING_KEYS, DatasetSchema, InputSchema, _cf_encoding, _same
 from .io.state import StoreState
+from .store_plan import ExistingStore
 
 logger = logging.getLogger(__name__)
 
@@ -35,33 +35,20 @@ class UnfinishedStoreError(SchemaError):
     """The store exists but its bake never completed: only that same bake, resumed, may go on."""
 
 
-@dataclass
-class ExistingStore:
-    """What an append needs to know of the store it extends."""
-
-    url: str
-    append_dim: str
-    length: int
-    sizes: dict[str, int]
-    variables: dict[str, tuple[tuple[str, ...], np.dtype, dict[str, Any]]]
-    chunks: dict[str, tuple[int, ...]]
-    shards: dict[str, tuple[int, ...] | None]
-    coordinate: np.ndarray | None
-    ingested: list[str] = field(default_factory=list)
-
-
-def read_existing(url: str, append_dim: str, storage_options: Mapping[str, Any] | None = None) -> ExistingStore | None:
+def read_existing(url: str, append_dim: str, storage_options: Mapping[str, Any] | None = None,
+                  state: StoreState | None = None) -> ExistingStore | None:
     """The complete store at ``url`` (``None`` if there is none yet: the first bake creates it).
 
     A store that exists but never completed cannot be appended to
     (:class:`UnfinishedStoreError`): its bake must be run again (it resumes) first.
+    ``state`` is the store's state the caller holds already (the planning bake's).
     """
     import fsspec
     import zarr
 
     from .io.zarr_store import open_store
 
-    state = StoreState(url, storage_options)
+    state = state or StoreState(url, storage_options)
     complete = state.read_json("complete.json")
     if complete is None:
         fs, path = fsspec.core.url_to_fs(url, **dict(storage_options or {}))

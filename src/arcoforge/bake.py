@@ -124,6 +124,7 @@ def bake(
     max_concurrency: int | None = None,
     lease_ttl: float | None = None,
     input_deadline: float | None = None,
+    overrides: tuple[str, ...] | None = None,
 ) -> BakeReport:
     """Bake the recipe(s) of a feedstock folder or a recipe file; returns what each recipe did.
 
@@ -135,12 +136,14 @@ def bake(
     collection under ``<target_root>/stac``, validated offline.
     ``report`` collects what each recipe did, also when a later one fails
     (it is the report returned); its ``stores`` are the URLs written.
+    A recipe's own values (``max_mem``, ``target_root``...) win over these
+    unless ``overrides`` names them.
     """
     from .config import BakeConfig
 
     config = (config or BakeConfig()).with_overrides(
         target_root=target_root, runner=runner, num_workers=num_workers, max_mem=max_mem, stac=stac,
-        stac_schemas=stac_schemas, cache_root=cache_root,
+        stac_schemas=stac_schemas, cache_root=cache_root, overrides=tuple(overrides) if overrides else None,
     ).resolved()
     events = events or Events()
     report = report if report is not None else BakeReport(str(recipe_file))
@@ -187,6 +190,7 @@ def _bake_recipe(ref: Any, config: Any, events: Events, *, prune: int | None, dr
     from .runtime.pipeline_options import dataflow_job_name
     from .runtime.progress import ProgressReporter
     from .runtime.context import use_runtime_defaults
+    from .runtime.injection import inject, installed_injection_specs
     from .runtime.runners import choose_runner
     from .stac import provenance, write_store_collection
     from .names import safe_relative_path
@@ -212,11 +216,11 @@ def _bake_recipe(ref: Any, config: Any, events: Events, *, prune: int | None, dr
         ))
         progress_dir = (stack.enter_context(tempfile.TemporaryDirectory(prefix="arcoforge-progress-"))
                         if choice.local else None)
-        stack.enter_context(use_runtime_defaults(**_runtime_values(
+        context = stack.enter_context(use_runtime_defaults(**_runtime_values(
             target_root=config.target_root, storage_options=config.target_storage_options or None,
             num_workers=choice.num_workers, max_mem=config.max_mem, progress_dir=progress_dir,
             provenance=known, owner=owner, break_lease=break_lease, cache_root=config.cache_root,
-            lease_ttl=lease_ttl,
+            lease_ttl=lease_ttl, overrides=frozenset(config.overrides),
             source_storage_options=config.source_storage_options or None, append=append,
             **{name: value for name, value in (inputs or {}).items() if value is not None},
         )))
@@ -225,7 +229,7 @@ def _bake_recipe(ref: Any, config: Any, events: Events, *, prune: int | None, dr
             pipeline = beam.Pipeline(runner=choice.runner, options=choice.options)
         except ValueError as error:  # Beam's own check of the options (project id, locations...)
             raise RecipeError(f"{choice.name} options are not valid: {' '.join(str(error).split())}") from None
-        _ = pipeline | (hooked or ref.transform)
+        _ = pipeline | inject(hooked or ref.transform, context, installed_injection_specs())
         if prune and hooked is None:
             pruned = prune_pipeline(pipeline, prune, f"recipe {ref.id!r}")
             outcome.inputs_total = pruned.kept
@@ -367,12 +371,13 @@ def _stores_in(pipeline: Any, target_root: str | None) -> list[str]:
     """URLs of the stores a built pipeline writes, from its StoreToZarr steps wherever they sit."""
     from .lint import built_transforms
     from .beam.store import StoreToZarr
+    from .runtime.context import is_unset
     from .store_plan import store_url
 
     found = []
     for transform in built_transforms(pipeline):
         if isinstance(transform, StoreToZarr):
-            root = transform.target_root or target_root
+            root = target_root if is_unset(transform.target_root) else transform.target_root
             if root:
                 url = store_url(str(root), transform.store_name)
                 if url not in found:

@@ -24,6 +24,7 @@ from typing import Any
 
 from .bake import BakeReport, bake
 from .errors import EXIT_CODES, EXIT_INFRASTRUCTURE, EXIT_INPUT, EXIT_OK, EXIT_RECIPE, EXIT_UNEXPECTED
+from .runtime.context import OVERRIDABLE
 from .runtime.events import Events
 
 # The failure class of each exit code, as ``bake --json`` names it.
@@ -91,7 +92,7 @@ def _bake_flags(args: argparse.Namespace) -> dict[str, Any]:
                 prune=args.prune, dry_run=args.dry_run,
                 on_error="skip" if args.skip_bad_inputs else None, retries=args.retries,
                 max_concurrency=args.max_concurrency, lease_ttl=args.lease_ttl,
-                input_deadline=args.input_deadline)
+                input_deadline=args.input_deadline, overrides=args.override)
 
 
 def _cmd_bake(args: argparse.Namespace) -> int:
@@ -229,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
                              help="print one JSON object per line for each event, the last a summary")
     bake_parser.add_argument("--num-workers", type=int, help="local worker processes, or dask LocalCluster "
                              "workers (default 1)")
+    bake_parser.add_argument("--override", action="append", metavar="NAME", choices=OVERRIDABLE,
+                             help="let this run-time value win over the recipe's own (repeatable): "
+                                  + ", ".join(OVERRIDABLE))
     bake_parser.add_argument("--max-mem", help="memory budget for array data of the whole bake, e.g. 2GB "
                              "for StoreToZarr steps that set no max_mem of their own (default 1GB)")
     bake_parser.add_argument("--dask-address", help="dask scheduler address for --runner dask "

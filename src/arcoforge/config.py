@@ -18,6 +18,8 @@ A TOML or YAML file (chosen by its suffix: ``.toml``, ``.yaml``/``.yml``)::
     max_mem = "2GB"
     options = { experiments = ["use_runner_v2"] }   # any other Beam pipeline option
 
+    overrides = ["max_mem"]        # these values win over a recipe's own (default: the recipe's win)
+
     [runner.dataflow]
     project = "my-project"
     region = "europe-west1"
@@ -40,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import RecipeError
+from .runtime.context import OVERRIDABLE
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +78,8 @@ CONFIG_SCHEMA: dict[str, Any] = {
                 "num_workers": _POSITIVE_INT,
                 "max_mem": {"type": ["string", "integer"], "x-expected": "a size such as 2GB, or bytes"},
                 "options": {"type": "object", "x-expected": "a table of Beam pipeline options"},
+                "overrides": {"type": "array", "items": {"enum": list(OVERRIDABLE)},
+                              "x-expected": f"a list of some of {', '.join(OVERRIDABLE)}"},
                 "dask": {
                     "type": "object",
                     "properties": {
@@ -161,6 +166,8 @@ class BakeConfig:
     flink: dict[str, Any] = dataclasses.field(default_factory=dict)
     stac: bool = True
     stac_schemas: str | None = None
+    # Run-time values that win over a recipe's own (see arcoforge.runtime.context.BakeContext.overrides).
+    overrides: tuple[str, ...] = ()
     source: str | None = None  # the file it was read from, for messages
 
     def with_overrides(self, **flags: Any) -> "BakeConfig":
@@ -365,5 +372,6 @@ def load_config(path: str | os.PathLike) -> BakeConfig:
         flink=dict(runner.get("flink", {})),
         stac=stac.get("enabled", True),
         stac_schemas=stac.get("schemas"),
+        overrides=tuple(runner.get("overrides", ())),
         source=str(path),
     )

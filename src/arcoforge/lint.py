@@ -173,26 +173,38 @@ def built_transforms(pipeline: beam.Pipeline) -> list[Any]:
     return collector.transforms
 
 
+def _unique(transforms: list[Any]) -> list[Any]:
+    """Each transform once (the recipe's chain and the built pipeline see the same objects)."""
+    return list({id(t): t for t in transforms}.values())
+
+
 def lint_recipe(ref: RecipeRef) -> list[Problem]:
     """Build the recipe into a pipeline (never run) and check its inputs and its StoreToZarr steps."""
+    from .core.options import StoreOptionsError
     from .runtime.context import use_runtime_defaults
+    from .runtime.injection import recipe_steps
     from .runtime.runners import local_runner
     from .transforms import StoreToZarr
 
     where = f"{ref.file}: recipe {ref.id!r}"
     problems: list[Problem] = []
+    options_error: StoreOptionsError | None = None
     with tempfile.TemporaryDirectory(prefix="arcoforge-lint-") as scratch, \
             use_runtime_defaults(target_root=scratch):
         pipeline = beam.Pipeline(runner=local_runner())
         try:
             _ = pipeline | ref.transform
+        except StoreOptionsError as error:  # reported below, one problem at a time, from the same checks
+            pipeline, options_error = None, error
         except Exception as error:  # a recipe error at build time, e.g. a missing option
             return [_error(where, f"building the pipeline failed: {type(error).__name__}: {error}")]
-        try:
-            pipeline.to_runner_api()
-        except Exception as error:
-            problems.append(_error(where, f"a step cannot be serialized for workers: {type(error).__name__}: {error}"))
-    transforms = built_transforms(pipeline)
+        if pipeline is not None:
+            try:
+                pipeline.to_runner_api()
+            except Exception as error:
+                problems.append(_error(where, "a step cannot be serialized for workers: "
+                                              f"{type(error).__name__}: {error}"))
+    transforms = _unique(recipe_steps(ref.transform) + (built_transforms(pipeline) if pipeline is not None else []))
     creates = [t for t in transforms if type(t) is beam.Create and t.values and all(map(is_pattern_item, t.values))]
     items = [item for create in creates for item in create.values]
     problems.extend(check_urls(items, where))
@@ -208,6 +220,8 @@ def lint_recipe(ref: RecipeRef) -> list[Problem]:
     if not stores:
         problems.append(_warning(where, "has no StoreToZarr step: a bake writes no store arcoforge knows of"))
     first_dims = _first_input_dims(items)
+    if options_error is not None and not stores:  # a StoreToZarr built inside a composite step
+        problems.append(_error(where, f"building the pipeline failed: {options_error}"))
     for store in stores:
         problems.extend(check_store_to_zarr(store, f"{where}: StoreToZarr({store.store_name!r})",
                                             input_dims if len(creates) == 1 else None, first_dims))
@@ -248,46 +262,10 @@ def check_pattern(pattern: Any, where: str) -> list[Problem]:
     return problems
 
 
-def _check_sizes(value: Any, what: str, where: str, names: set[str] | None) -> list[Problem]:
-    from .chunking import parse_size
-
-    problems = []
-    if isinstance(value, str):
-        try:
-            parse_size(value, what)
-        except Exception as error:
-            problems.append(_error(where, f"{what} {value!r} is not a size: {error}"))
-        return problems
-    if not isinstance(value, Mapping):
-        return [_error(where, f"{what} is a {type(value).__name__}; expected a dict of dimension -> length, "
-                              "or one size such as '100MB'")]
-    for dim, size in value.items():
-        if not isinstance(dim, str) or not dim:
-            problems.append(_error(where, f"{what} key {dim!r} is not a dimension name; expected a string"))
-        elif names is not None and dim in names:
-            problems.append(_error(where, f"{what} names {dim!r}, a merge dimension of the pattern, which is not "
-                                          "a dimension of the arrays"))
-        if isinstance(size, bool) or not isinstance(size, (int, str)):
-            problems.append(_error(where, f"{what}[{dim!r}] is {size!r}; expected a length (int >= 1), -1, "
-                                          "or a size such as '50MB'"))
-        elif isinstance(size, int) and size < 1 and size != -1:
-            problems.append(_error(where, f"{what}[{dim!r}] is {size}; expected a length of at least 1, or -1"))
-        elif isinstance(size, str):
-            try:
-                parse_size(size, f"{what}[{dim!r}]")
-            except Exception as error:
-                problems.append(_error(where, f"{what}[{dim!r}] = {size!r} is not a size: {error}"))
-    return problems
-
-
 def check_store_to_zarr(store: Any, where: str, input_dims: set | None,
                         first_dims: set[str] | None) -> list[Problem]:
-    """The options of one StoreToZarr, against the inputs' dimensions where they are known."""
-    from .chunking import parse_size
-
-    problems = []
-    if not isinstance(store.store_name, str) or not store.store_name.strip("/"):
-        problems.append(_error(where, f"store_name {store.store_name!r}: expected a name such as 'sst.zarr'"))
+    """The options of one StoreToZarr (the checks its build makes), and its dimensions against the inputs'."""
+    problems = [_error(where, message) for message in store.option_problems()]
     combine = set(store.combine_dims or [])
     if input_dims is not None and combine != input_dims:
         def names(dims: Iterable) -> list[str]:
@@ -295,22 +273,7 @@ def check_store_to_zarr(store: Any, where: str, input_dims: set | None,
 
         problems.append(_error(where, f"combine_dims {names(combine)} differ from the inputs' dimensions "
                                       f"{names(input_dims)}; expected pattern.combine_dim_keys"))
-    merge_names = {d.name for d in combine if d.operation.name == "MERGE"}
     concat_names = {d.name for d in combine if d.operation.name == "CONCAT"}
-    problems.extend(_check_sizes(store.target_chunks, "target_chunks", where, merge_names))
-    if store.target_shards:
-        problems.extend(_check_sizes(store.target_shards, "target_shards", where, merge_names))
-        if store.zarr_format != 3:
-            problems.append(_error(where, "target_shards needs zarr_format=3: Zarr v2 has no shards"))
-    if store.zarr_format not in (2, 3):
-        problems.append(_error(where, f"zarr_format is {store.zarr_format!r}; expected 2 or 3"))
-    if store.dynamic_chunking_fn is not None and store.target_chunks:
-        problems.append(_error(where, "gives both target_chunks and dynamic_chunking_fn; expected one of them"))
-    try:
-        if store.max_mem is not None:  # None: the bake context's, else the default
-            parse_size(store.max_mem, "max_mem")
-    except Exception as error:
-        problems.append(_error(where, f"max_mem {store.max_mem!r} is not a size: {error}"))
     if first_dims is not None and isinstance(store.target_chunks, Mapping):
         unknown = sorted(str(d) for d in store.target_chunks
                          if isinstance(d, str) and d not in first_dims and d not in concat_names)

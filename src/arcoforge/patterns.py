@@ -345,28 +345,6 @@ def check_combine_dims(combine_dims: Any, where: str = "StoreToZarr") -> list[Di
     return list(combine_dims)
 
 
-def check_store_arguments(combine_dims: Sequence[Dimension], target_chunks: Any, dynamic_chunking_fn: Any,
-                          append_dim: str | None, where: str = "StoreToZarr") -> None:
-    """Refuse, when a store step is built, what pangeo-forge-recipes 0.10 refuses then.
-
-    ``target_chunks`` together with ``dynamic_chunking_fn``, and an ``append_dim``
-    that is not a concat dimension of ``combine_dims``, are :class:`RecipeError`.
-    """
-    from .errors import RecipeError
-
-    if target_chunks and dynamic_chunking_fn is not None:
-        raise RecipeError(f"{where}: pass target_chunks or dynamic_chunking_fn, not both")
-    if append_dim is None:
-        return
-    found = [dim for dim in combine_dims if dim.name == append_dim]
-    if not found:
-        raise RecipeError(f"{where}: append_dim {append_dim!r} is not one of the combine dimensions "
-                          f"{[dim.name for dim in combine_dims]}")
-    if found[0].operation != CombineOp.CONCAT:
-        raise RecipeError(f"{where}: append_dim {append_dim!r} must be a concat dimension, "
-                          f"not a {found[0].operation.name.lower()} dimension")
-
-
 def nitems_per_file(combine_dims: Sequence[Dimension]) -> dict[str, int | None]:
     """The ``nitems_per_file`` of each concat dimension that has one (see :attr:`FilePattern.combine_dim_keys`)."""
     return {dim.name: dim.nitems_per_file for dim in combine_dims

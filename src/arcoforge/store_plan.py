@@ -15,7 +15,7 @@ import logging
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from dask.utils import format_bytes
@@ -35,12 +35,24 @@ from .rechunk import TaskGrid, group_variables, plan_task_grid
 from .schema import DatasetSchema, VariableSchema, schema_as_dataset
 from .zarr_encoding import split_encoding
 
-if TYPE_CHECKING:
-    from .append import ExistingStore
-
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_MEM = "1GB"
+
+
+@dataclass
+class ExistingStore:
+    """What an append needs to know of the store it extends."""
+
+    url: str
+    append_dim: str
+    length: int
+    sizes: dict[str, int]
+    variables: dict[str, tuple[tuple[str, ...], np.dtype, dict[str, Any]]]
+    chunks: dict[str, tuple[int, ...]]
+    shards: dict[str, tuple[int, ...] | None]
+    coordinate: np.ndarray | None
+    ingested: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -13,8 +13,10 @@ The element type between transforms is ``(Index, value)``: the index says where
 an input sits in the pattern, the value is its URL, opened source or Dataset.
 This module only re-exports: each transform lives in the :mod:`arcoforge.beam`
 package, and what it does in plain functions (:mod:`arcoforge.core` for a bake).
-Every transform takes an optional ``context`` (:class:`~arcoforge.runtime.context.BakeContext`);
-values the recipe gives explicitly win over the context's.
+Every transform takes an optional ``context`` (:class:`~arcoforge.runtime.context.BakeContext`),
+which a bake sets on each step (:func:`arcoforge.runtime.injection.inject`); values the recipe
+gives explicitly win over the context's, unless the bake names them in ``overrides``. A field
+whose default is :class:`RequiredAtRuntimeDefault` (``StoreToZarr.target_root``) is filled at run time.
 
 Also here, as in ``pangeo_forge_recipes.transforms``: ``Indexed`` and ``T``
 (``Indexed[X]`` is ``Tuple[Index, X]``) and ``MapWithConcurrencyLimit``.
@@ -33,6 +35,8 @@ from .compat.concurrency import MapWithConcurrencyLimit
 from .compat.types import Indexed, T
 from .compat.zarr2_names import provide_zarr2_annotation_names
 
+from .runtime.context import RequiredAtRuntimeDefault
+
 provide_zarr2_annotation_names()
 
 __all__ = [
@@ -44,6 +48,7 @@ __all__ = [
     "OpenURLWithFSSpec",
     "OpenWithXarray",
     "Preprocess",
+    "RequiredAtRuntimeDefault",
     "StoreToZarr",
     "WriteSTAC",
 ]

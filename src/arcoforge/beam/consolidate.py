@@ -35,7 +35,7 @@ class ConsolidateDimensionCoordinates(beam.PTransform):
     context: BakeContext | None = None
 
     def expand(self, stores: beam.PCollection) -> beam.PCollection:
-        storage_options = self.storage_options or resolve_context(self.context).storage_options
+        storage_options = resolve_context(self.context).choose("storage_options", self.storage_options)
         return stores | "Consolidate dimension coordinates" >> beam.Map(
             consolidate_coordinates_of, storage_options=storage_options)
 
@@ -48,5 +48,5 @@ class ConsolidateMetadata(beam.PTransform):
     context: BakeContext | None = None
 
     def expand(self, stores: beam.PCollection) -> beam.PCollection:
-        storage_options = self.storage_options or resolve_context(self.context).storage_options
+        storage_options = resolve_context(self.context).choose("storage_options", self.storage_options)
         return stores | "Consolidate metadata" >> beam.Map(consolidate_metadata_of, storage_options=storage_options)

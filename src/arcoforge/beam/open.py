@@ -142,18 +142,15 @@ class OpenURLWithFSSpec(beam.PTransform):
     def _settings(self, context: BakeContext) -> dict[str, Any]:
         """What every fetch needs, resolved in the process that builds the pipeline."""
         source_options = context.source_storage_options
-        wanted = self.cache
-        if wanted is None:  # pangeo-forge's "no cache", unless the runner names one
-            wanted = context.cache_root if context.cache_root else False
-        elif wanted is True and context.cache_root:
-            wanted = context.cache_root
+        # None: pangeo-forge's "no cache", True: our default one; the runner's --cache-root fills both.
+        wanted = context.choose("cache_root", None if self.cache is True else self.cache, self.cache is True)
         cache = resolve_cache(wanted, context.storage_options)
-        retries = self.retries if self.retries is not None else context.retries
+        retries = context.choose("retries", self.retries)
         register_secrets(secret_values(source_options, [], (self.secrets or {}).values())
                          | secret_values(self.open_kwargs) | secret_values(context.storage_options))
         return dict(cache=cache if cache is not None else False, storage_options=source_options,
                     open_kwargs=self.open_kwargs, secrets=self.secrets,
-                    max_concurrency=self.max_concurrency or context.max_concurrency,
+                    max_concurrency=context.choose("max_concurrency", self.max_concurrency),
                     retry=with_deadline(RetryPolicy.of(retries), context.input_deadline))
 
     def expand(self, pcoll: beam.PCollection) -> beam.PCollection:
@@ -163,7 +160,7 @@ class OpenURLWithFSSpec(beam.PTransform):
             apply_fsspec_sync_patch()
         lanes = settings["max_concurrency"]
         concurrency_slots(lanes)  # checks the value now rather than on a worker
-        on_error = check_on_error(self.on_error or context.on_error)
+        on_error = check_on_error(context.choose("on_error", self.on_error))
         prepare = dict(settings=settings, skip=on_error == "skip", progress_dir=context.progress_dir)
         if lanes:
             sources = (
@@ -174,7 +171,6 @@ class OpenURLWithFSSpec(beam.PTransform):
             )
         else:
             sources = pcoll | "Open URLs" >> beam.Map(_prepare_or_skip, **prepare)
-        sources._arcoforge_on_error = on_error  # tells OpenWithXarray to fill the places of skipped inputs
         return sources
 
 
@@ -223,8 +219,7 @@ class OpenWithXarray(beam.PTransform):
 
     def expand(self, pcoll: beam.PCollection) -> beam.PCollection:
         context = resolve_context(self.context)
-        upstream = getattr(pcoll, "_arcoforge_on_error", None)
-        on_error = check_on_error(self.on_error or (upstream if upstream == "skip" else None) or context.on_error)
+        on_error = check_on_error(context.choose("on_error", self.on_error))
         options = dict(file_type=self.file_type, load=self.load, copy_to_local=self.copy_to_local,
                        xarray_open_kwargs=self.xarray_open_kwargs)
         opened = pcoll | "Open with xarray" >> beam.Map(

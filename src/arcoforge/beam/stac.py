@@ -52,13 +52,13 @@ class WriteSTAC(beam.PTransform):
 
     def expand(self, stores: beam.PCollection) -> beam.PCollection:
         context = resolve_context(self.context)
-        storage_options = self.storage_options or context.storage_options
+        storage_options = context.choose("storage_options", self.storage_options)
         options = dict(collection_id=self.collection_id, metadata=self.metadata, storage_options=storage_options,
                        provenance=dict(context.provenance or {}), schemas_dir=self.schemas_dir,
                        quicklook=self.quicklook)
         return (
             stores
-            | "Write collections" >> beam.Map(write_collection, self.output_root or context.target_root, **options)
+            | "Write collections" >> beam.Map(write_collection, context.choose("target_root", self.output_root), **options)
             | "Gather collections" >> beam.combiners.ToList()
             | "Link from catalog" >> beam.FlatMap(link_all, storage_options)
         )

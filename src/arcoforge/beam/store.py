@@ -14,17 +14,17 @@ from typing import Any
 import apache_beam as beam
 
 from ..chunking import parse_size
+from ..core.options import construction_problems, raise_problems, store_option_problems
 from ..core.bake import (BakePlan, StoreSpec, cut_pieces, finalize, plan_with_lease, prepare_store, read_schema,
                          write_task)
 from ..errors import RecipeError
 from ..input_checks import DEFAULT_MAX_ATTR_BYTES
 from ..io.lease import DEFAULT_TTL
-from ..patterns import Dimension, Index, check_combine_dims, check_store_arguments
-from ..runtime.context import BakeContext, resolve_context
+from ..patterns import Dimension, Index, check_combine_dims
+from ..runtime.context import BakeContext, RequiredAtRuntimeDefault, resolve_context
 from ..runtime.memory import local_data_budget
 from ..io.state import new_owner
 from ..store_plan import DEFAULT_MAX_MEM, store_url
-from ..zarr_encoding import check_encoding
 from .common import count
 
 
@@ -141,7 +141,7 @@ class StoreToZarr(beam.PTransform):
 
     combine_dims: list[Dimension]
     store_name: str
-    target_root: str | None = None
+    target_root: str | RequiredAtRuntimeDefault | None = field(default_factory=RequiredAtRuntimeDefault)
     target_chunks: dict[str, int | str] | str = field(default_factory=dict)
     dynamic_chunking_fn: Callable[..., dict[str, int]] | None = None
     dynamic_chunking_fn_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -158,27 +158,41 @@ class StoreToZarr(beam.PTransform):
     context: BakeContext | None = None
 
     def __post_init__(self) -> None:
-        self.combine_dims = check_combine_dims(self.combine_dims, f"StoreToZarr({self.store_name!r})")
-        check_encoding(self.encoding, self.zarr_format)  # bad keys or codecs fail now, not mid-pipeline
-        check_store_arguments(self.combine_dims, self.target_chunks, self.dynamic_chunking_fn, self.append_dim,
-                              f"StoreToZarr({self.store_name!r})")
+        self.combine_dims = check_combine_dims(self.combine_dims, self.where)
+        raise_problems(self.where, construction_problems(**self._options(sizes=False)))
+
+    @property
+    def where(self) -> str:
+        return f"StoreToZarr({self.store_name!r})"
+
+    def _options(self, sizes: bool = True) -> dict[str, Any]:
+        """The options :mod:`arcoforge.core.options` checks (and ``lint`` too)."""
+        options = dict(store_name=self.store_name, combine_dims=self.combine_dims, target_chunks=self.target_chunks,
+                       zarr_format=self.zarr_format, dynamic_chunking_fn=self.dynamic_chunking_fn,
+                       append_dim=self.append_dim, encoding=self.encoding)
+        return {**options, "target_shards": self.target_shards, "max_mem": self.max_mem} if sizes else options
+
+    def option_problems(self) -> list[str]:
+        """Every problem of this step's options, as ``lint`` reports them and a build raises them."""
+        return store_option_problems(**self._options())
 
     def _url(self, context: BakeContext | None = None) -> str:
-        root = self.target_root or resolve_context(context or self.context).target_root
+        root = resolve_context(context or self.context).choose("target_root", self.target_root)
         if not root:
             raise RecipeError(
-                f"StoreToZarr({self.store_name!r}) has no target_root: pass target_root=..., "
+                f"{self.where} has no target_root: pass target_root=..., "
                 "or run the recipe with `arcoforge bake --target-root URL`"
             )
         return store_url(str(root), self.store_name)
 
     def spec(self, context: BakeContext) -> StoreSpec:
         """Everything this step resolves when the pipeline is built: the recipe's values win over the context's."""
+        raise_problems(self.where, self.option_problems())
         concat_dims = [d.name for d in self.combine_dims if d.operation.name == "CONCAT"]
         append_dim = self.append_dim or (concat_dims[0] if context.append and len(concat_dims) == 1 else None)
         if context.append and not append_dim:
-            raise RecipeError(f"StoreToZarr({self.store_name!r}): --append needs append_dim, or one concat dim")
-        max_mem = next(m for m in (self.max_mem, context.max_mem, DEFAULT_MAX_MEM) if m is not None)
+            raise RecipeError(f"{self.where}: --append needs append_dim, or one concat dim")
+        max_mem = context.choose("max_mem", self.max_mem, DEFAULT_MAX_MEM)
         return StoreSpec(
             url=self._url(context), combine_dims=tuple(self.combine_dims), target_chunks=self.target_chunks,
             attrs=dict(self.attrs), encoding=dict(self.encoding), zarr_format=self.zarr_format,
@@ -186,9 +200,10 @@ class StoreToZarr(beam.PTransform):
             dynamic_chunking_fn_kwargs=dict(self.dynamic_chunking_fn_kwargs),
             # A local bake shares one machine's memory between its worker processes.
             max_mem=local_data_budget(parse_size(max_mem, "max_mem"), context.num_workers),
-            storage_options=(self.storage_options or getattr(self.target_root, "fsspec_kwargs", None)
-                             or context.storage_options),
-            owner=context.owner or new_owner(), lease_ttl=float(self.lease_ttl or context.lease_ttl or DEFAULT_TTL),
+            # An FSSpecTarget as target_root brings the options of its filesystem.
+            storage_options=context.choose("storage_options", self.storage_options
+                                           or getattr(self.target_root, "fsspec_kwargs", None) or None),
+            owner=context.owner or new_owner(), lease_ttl=float(context.choose("lease_ttl", self.lease_ttl, DEFAULT_TTL)),
             break_lease=self.break_lease or context.break_lease, append_dim=append_dim,
             progress_dir=context.progress_dir, provenance=dict(context.provenance or {}),
             max_attr_bytes=self.max_attr_bytes,

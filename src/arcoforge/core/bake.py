@@ -168,7 +168,7 @@ def plan_bake(spec: StoreSpec, input_schemas: list[InputSchema], state: StoreSta
     journal = append_txn.recover(state) if append_dim else None
     unfinished = None
     try:
-        existing = read_existing(url, append_dim, spec.storage_options) if append_dim else None
+        existing = read_existing(url, append_dim, spec.storage_options, state) if append_dim else None
     except UnfinishedStoreError as error:  # resumed below if this is that same bake
         existing, unfinished = None, error
     # An append checks only its new inputs here; extend_schema checks that they continue the store.

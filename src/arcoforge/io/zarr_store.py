@@ -17,7 +17,7 @@ import json
 import logging
 import warnings
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import fsspec
 import numpy as np
@@ -25,12 +25,9 @@ import zarr
 
 from ..documents import ROOT_ORDER, consolidated, grow_documents, is_metadata_key, publication_order
 from ..faults import checkpoint
-from ..store_plan import StorePlan
+from ..store_plan import ExistingStore, StorePlan
 from ..store_template import encode_variable, render_plan
 from .state import StoreState
-
-if TYPE_CHECKING:
-    from ..append import ExistingStore
 
 logger = logging.getLogger(__name__)
 
