@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .errors import ArcoforgeError, InfrastructureError, InputError, RecipeError, SchemaError
     from .io.lease import LeaseError
-    from .patterns import (CombineOp, ConcatDim, Dimension, FilePattern, FileType, Index, MergeDim, Position,
+    from .patterns import (CombineOp, ConcatDim, Dimension, FilePattern, FileType, Index, IndexedPosition, MergeDim,
+                           Position,
                            pattern_from_file_sequence)
     from .io import InputCache, RetryPolicy
     from .runtime.context import BakeContext, RequiredAtRuntimeDefault, use_runtime_defaults
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
     from .beam.store import StoreToZarr
     from .compat.concurrency import MapWithConcurrencyLimit
     from .compat.storage import CacheFSSpecTarget, FlatFSSpecTarget, FSSpecTarget
-    from .compat.types import IndexedPosition
     from .compat.xarray_zarr import XarrayZarrRecipe
 
 
@@ -66,6 +66,7 @@ _PUBLIC = {
     "FilePattern": "patterns",
     "FileType": "patterns",
     "Index": "patterns",
+    "IndexedPosition": "patterns",
     "MergeDim": "patterns",
     "Position": "patterns",
     "pattern_from_file_sequence": "patterns",
@@ -84,7 +85,6 @@ _PUBLIC = {
     "CacheFSSpecTarget": "compat.storage",
     "FSSpecTarget": "compat.storage",
     "FlatFSSpecTarget": "compat.storage",
-    "IndexedPosition": "compat.types",
     "MapWithConcurrencyLimit": "compat.concurrency",
     "XarrayZarrRecipe": "compat.xarray_zarr",
 }

@@ -111,6 +111,14 @@ class Position:
     indexed: bool = False
 
 
+@dataclass(frozen=True, order=True)
+class IndexedPosition(Position):
+    """A position that is an element offset (``indexed=True``) along a dimension of ``dimsize`` elements."""
+
+    indexed: bool = True
+    dimsize: int = 0
+
+
 class Index(dict):
     """A hashable mapping from :class:`Dimension` to :class:`Position`.
 

@@ -12,21 +12,12 @@ IndexedPosition(value=3, indexed=True, dimsize=10)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Tuple, TypeVar
 
-from ..patterns import CombineOp, Dimension, Index, Position
+from ..patterns import CombineOp, Dimension, Index, IndexedPosition, Position
 
 T = TypeVar("T")
 Indexed = Tuple[Index, T]  # noqa: UP006 -- Beam's type hints want typing.Tuple
-
-
-@dataclass(frozen=True, order=True)
-class IndexedPosition(Position):
-    """A position that is an element offset (``indexed=True``) along a dimension of ``dimsize`` elements."""
-
-    indexed: bool = True
-    dimsize: int = 0
 
 
 __all__ = ["CombineOp", "Dimension", "Index", "Indexed", "IndexedPosition", "Position", "T"]
