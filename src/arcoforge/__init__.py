@@ -24,8 +24,7 @@ if TYPE_CHECKING:
     from .errors import ArcoforgeError, InfrastructureError, InputError, RecipeError, SchemaError
     from .io.lease import LeaseError
     from .patterns import (CombineOp, ConcatDim, Dimension, FilePattern, FileType, Index, IndexedPosition, MergeDim,
-                           Position,
-                           pattern_from_file_sequence)
+                           Position, pattern_from_file_sequence)
     from .io import InputCache, RetryPolicy
     from .runtime.context import BakeContext, RequiredAtRuntimeDefault, use_runtime_defaults
     from .runtime.runners import run_local
