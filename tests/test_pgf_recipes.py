@@ -126,6 +126,7 @@ def test_a_010_recipe_with_its_own_preprocessing_transform(baked):
     expected = mf([files[f"tas_{i:02d}.nc"] for i in range(6)], modules["daily_celsius"].to_celsius)
     xr.testing.assert_allclose(store.load(), expected)
     assert store["tas"].attrs["units"] == "degC" and "elevation" in store.coords
+    assert store["time"].encoding["chunks"][0] >= 12  # one chunk (with room for appends)
     assert store["tas"].encoding["chunks"][0] == 4
 
 
@@ -154,6 +155,7 @@ def test_an_08_recipe_cutting_inputs_and_merging_variables(baked):
     expected = xr.merge([mf([files[f"{v}_{i:02d}.nc"] for i in range(3)]) for v in ("tas", "pr")])
     xr.testing.assert_allclose(store.load(), expected)
     assert store["tas"].encoding["chunks"][0] == 1  # two steps a file, cut in two
+    assert store["time"].encoding["chunks"] == (1,)  # consolidate_dimension_coordinates=False
     assert any("consolidate_zarr=False" in str(w.message) for w in caught)
 
 

@@ -1,5 +1,5 @@
 # A pangeo-forge-recipes 0.8 recipe: two variables, each input cut in two along time, inputs copied
-# to local files, encodings kept.
+# to local files, encodings kept, coordinates chunked like the data.
 import os
 
 from pangeo_forge_recipes.patterns import ConcatDim, FilePattern, MergeDim
@@ -20,4 +20,5 @@ recipe = XarrayZarrRecipe(
     copy_input_to_local_file=True,
     delete_input_encoding=False,
     consolidate_zarr=False,
+    consolidate_dimension_coordinates=False,
 )

@@ -20,12 +20,18 @@ from ..core.bake import (BakePlan, StoreSpec, cut_pieces, finalize, plan_with_le
 from ..errors import RecipeError
 from ..input_checks import DEFAULT_MAX_ATTR_BYTES
 from ..io.lease import DEFAULT_TTL
+from ..io.zarr_store import chunk_dimension_coordinates_like_data
 from ..patterns import Dimension, Index, check_combine_dims
 from ..runtime.context import BakeContext, RequiredAtRuntimeDefault, resolve_context
 from ..runtime.memory import local_data_budget
 from ..io.state import new_owner
 from ..store_plan import DEFAULT_MAX_MEM, store_url
 from .common import count
+
+
+def _coordinates_like_data(url: str, storage_options: dict | None) -> str:
+    chunk_dimension_coordinates_like_data(url, storage_options)
+    return url
 
 
 def _read_and_count(element: tuple[Index, Any], spec: StoreSpec) -> Any:
@@ -119,7 +125,10 @@ class StoreToZarr(beam.PTransform):
     whole by one worker. ``max_mem`` bounds the array data a bake holds at once
     (split between local worker processes; per worker on distributed runners):
     the recipe's value, else the bake context's (``arcoforge bake --max-mem``),
-    else 1GB. ``zarr_format`` is 3 by default; 2 on request.
+    else 1GB. ``zarr_format`` is 3 by default; 2 on request. 1-D dimension
+    coordinates are stored in one chunk (what pangeo-forge recipes get from
+    ``ConsolidateDimensionCoordinates``); ``consolidate_dimension_coordinates=False``
+    chunks them like the data instead, as 0.10's StoreToZarr alone does.
 
     Readers find no store at the URL until it is complete (its root metadata is
     published last). A bake killed and run again resumes: write tasks done
@@ -155,6 +164,7 @@ class StoreToZarr(beam.PTransform):
     lease_ttl: float | None = None
     break_lease: bool = False
     max_attr_bytes: int | None = DEFAULT_MAX_ATTR_BYTES
+    consolidate_dimension_coordinates: bool = True  # False: 0.10's coordinate chunks without that step
     context: BakeContext | None = None
 
     def __post_init__(self) -> None:
@@ -216,7 +226,7 @@ class StoreToZarr(beam.PTransform):
                 | "Plan store" >> PlanBake(spec))
         plan_view = beam.pvalue.AsSingleton(plan)
         template = plan | "Write template" >> PrepareStore()
-        return (
+        stored = (
             datasets
             | "Cut inputs into pieces" >> CutPieces(plan_view)
             | "Group by write task" >> beam.GroupByKey()
@@ -224,3 +234,6 @@ class StoreToZarr(beam.PTransform):
             | "Count bytes" >> beam.CombineGlobally(sum)
             | "Consolidate" >> Finalize(plan_view)
         )
+        if self.consolidate_dimension_coordinates:
+            return stored
+        return stored | "Chunk coordinates like data" >> beam.Map(_coordinates_like_data, spec.storage_options)

@@ -82,11 +82,9 @@ class XarrayZarrRecipe:
             if getattr(self, name) not in (None, False):
                 warnings.warn(f"XarrayZarrRecipe: {name} is accepted and ignored: {why}", ObsoleteArgumentWarning,
                               stacklevel=3)
-        for name in ("consolidate_zarr", "consolidate_dimension_coordinates"):
-            if not getattr(self, name):
-                warnings.warn(f"XarrayZarrRecipe: {name}=False is ignored: arcoforge always publishes the store "
-                              "consolidated, with its 1-D coordinates in one chunk", ObsoleteArgumentWarning,
-                              stacklevel=3)
+        if not self.consolidate_zarr:
+            warnings.warn("XarrayZarrRecipe: consolidate_zarr=False is ignored: arcoforge always publishes the "
+                          "store with consolidated metadata", ObsoleteArgumentWarning, stacklevel=3)
         concat = self.file_pattern.concat_dims
         if len(concat) > 1 or len(self.file_pattern.merge_dims) > 1:
             raise RecipeError("XarrayZarrRecipe supports at most one ConcatDim and one MergeDim "

@@ -25,7 +25,8 @@ class XarrayZarrPipeline(beam.PTransform):
         r = self.recipe
         pattern, concat_dim, per_chunk = r.file_pattern, r.concat_dim, int(r.inputs_per_chunk)
         store = StoreToZarr(combine_dims=r.combine_dims(), store_name=self.store_name, target_root=self.target_root,
-                            target_chunks=r.store_target_chunks(), zarr_format=r.zarr_format)
+                            target_chunks=r.store_target_chunks(), zarr_format=r.zarr_format,
+                            consolidate_dimension_coordinates=r.consolidate_dimension_coordinates)
         inputs = (
             root
             | "Create" >> beam.Create(list(pattern.items()))
