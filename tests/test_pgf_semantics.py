@@ -161,7 +161,13 @@ def test_the_alias_answers_pangeo_forge_imports_with_arcoforge(pgf_alias, tmp_pa
     from pangeo_forge_recipes.recipes import XarrayZarrRecipe
     from pgf_earthdata_like import OpenURLWithToken
 
-    assert pangeo_forge_recipes.transforms is af.transforms and XarrayZarrRecipe is af.XarrayZarrRecipe
+    import importlib
+
+    from arcoforge.compat.alias import MODULES
+
+    for name, target in MODULES.items():  # every alias has its file in the distribution
+        assert importlib.import_module(name) is importlib.import_module(target), name
+    assert pangeo_forge_recipes.transforms.StoreToZarr is af.StoreToZarr and XarrayZarrRecipe is af.XarrayZarrRecipe
     assert issubclass(OpenURLWithToken, af.OpenURLWithFSSpec)
     del sys.modules["pgf_earthdata_like"]
 

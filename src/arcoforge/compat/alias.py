@@ -26,6 +26,7 @@ MODULES = {
     "pangeo_forge_recipes.types": "arcoforge.types",
     "pangeo_forge_recipes.storage": "arcoforge.storage",
     "pangeo_forge_recipes.openers": "arcoforge.openers",
+    "pangeo_forge_recipes.injections": "arcoforge.runtime.injection",
     "pangeo_forge_recipes.recipes.xarray_zarr": "arcoforge.recipes.xarray_zarr",
 }
 REAL_DISTRIBUTION = "pangeo-forge-recipes"
