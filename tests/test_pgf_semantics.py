@@ -104,6 +104,8 @@ def test_targets_name_stores_and_caches(tmp_path):
         f.write(b"x")
     assert flat.exists("https://h/a/b.nc") and flat.size("https://h/a/b.nc") == 1
     assert [p.parent for p in (tmp_path / "flat").iterdir()] == [tmp_path / "flat"]
+    xr.Dataset({"a": ("t", np.arange(3))}).to_zarr((target / "m.zarr").get_mapper())
+    assert xr.open_zarr((target / "m.zarr").get_mapper()).a.values.tolist() == [0, 1, 2]
 
 
 def test_indexed_is_a_tuple_type_beam_understands():

@@ -74,8 +74,11 @@ class FSSpecTarget:
         return protocol if isinstance(protocol, str) else protocol[0]
 
     def get_mapper(self) -> fsspec.mapping.FSMap:
-        """A mutable mapping over the root (zarr and xarray open it as a store)."""
-        return self.fs.get_mapper(self.root_path)
+        """A mutable mapping over the root (zarr and xarray open it as a store, and write into it)."""
+        fs = self.fs
+        if isinstance(fs, LocalFileSystem) and not fs.auto_mkdir:
+            fs = LocalFileSystem(auto_mkdir=True)  # zarr writes keys under folders that do not exist yet
+        return fs.get_mapper(self.root_path)
 
     def _full_path(self, path: str) -> str:
         return os.path.join(self.root_path, path)
