@@ -27,7 +27,7 @@ from typing import Any
 import fsspec
 import xarray as xr
 
-from .compat.storage import CacheFSSpecTarget, open_input
+from .compat.storage import CacheFSSpecTarget, FSSpecTarget, open_input
 from .errors import InputError, RecipeError, describe_input
 from .features import check_not_only_groups, explain_open_error
 from .patterns import FileType, add_query_string_secrets
@@ -145,7 +145,7 @@ def open_url(
     file is returned opened. Both work as ``with open_url(url) as f:``.
     :func:`open_with_xarray` reads either.
     """
-    if isinstance(cache, (str, os.PathLike)):
+    if cache is not None and not isinstance(cache, FSSpecTarget):  # a path or URL
         cache = CacheFSSpecTarget.from_url(os.fspath(cache))
     if cache is None:
         return open_input(url, secrets, fsspec_sync_patch, **(open_kwargs or {}))
