@@ -255,7 +255,7 @@ def check_against_reference(
     # Global attributes: those every input agrees on (per-file ids and dates are dropped).
     agreed = agreed_global_attrs(paths)
     provenance = {key for key in result.attrs if key.startswith("arcoforge_")}
-    assert {"arcoforge_n_inputs", "arcoforge_bake_time", "arcoforge_arcoforge_version"} <= provenance
+    assert {"arcoforge_n_inputs", "arcoforge_bake_time", "arcoforge_version", "arcoforge_xarray_version"} <= provenance
     assert result.attrs["arcoforge_n_inputs"] == len(paths)
     assert set(result.attrs) - provenance == set(agreed)
     for key, value in agreed.items():

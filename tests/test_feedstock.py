@@ -214,7 +214,8 @@ def test_lint_checks_the_recipe_without_running_it(tmp_path, daily_archive, caps
     assert "target_chunks['time'] is 0; expected a length of at least 1, or -1" in messages
     assert "target_chunks key 5 is not a dimension name; expected a string" in messages
     assert "target_chunks['lat'] = 'lots' is not a size" in messages
-    assert "warning: " in messages and "target_chunks names ['depth'], which the first input does not have" in messages
+    # No step of this recipe can add a dimension: what the bake would reject is an error.
+    assert "error: " in messages and "target_chunks names ['depth'], which the first input does not have" in messages
     assert "requirements.txt:2: 'not a requirement!' is not a requirement pip understands" in messages
     assert not list(tmp_path.glob("**/t.zarr"))  # nothing was run
     assert main(["-q", "lint", str(folder), "--json"]) == EXIT_RECIPE

@@ -13,6 +13,7 @@ import apache_beam as beam
 import fsspec
 import matplotlib.image
 import numpy as np
+import pystac
 import pytest
 import xarray as xr
 from PIL import Image
@@ -174,7 +175,7 @@ def test_collection_of_a_baked_store(produced, zarr_format):
          "url": "https://example.org/demo"},
         {"name": "Test Bakery", "roles": ["host"]},  # 'baker' is no STAC role
     ]
-    assert set(doc["stac_extensions"]) == {stac.DATACUBE_EXTENSION, stac.ZARR_EXTENSION}
+    assert set(doc["stac_extensions"]) == {stac.DATACUBE_EXTENSION, stac.ZARR_EXTENSION, stac.XARRAY_EXTENSION}
     # Cell centres of the 12 x 24 demo grid, and the 12 days at noon.
     assert doc["extent"]["spatial"]["bbox"] == [[-172.5, -82.5, 172.5, 82.5]]
     assert doc["extent"]["temporal"]["interval"] == [["2000-02-24T12:00:00Z", "2000-03-06T12:00:00Z"]]
@@ -193,11 +194,13 @@ def test_collection_of_a_baked_store(produced, zarr_format):
     }
 
     asset = doc["assets"]["zarr"]
-    assert asset["href"] == str(produced[case]["store"])
+    # Under the STAC root: relative to the collection, so the root can be copied anywhere.
+    assert asset["href"] == f"../../stores/sst-v{zarr_format}.zarr"
     assert (asset["type"], asset["roles"]) == ("application/vnd.zarr", ["data"])
     assert (asset["zarr:zarr_format"], asset["zarr:consolidated"], asset["zarr:node_type"]) == (
         zarr_format, True, "group")
-    assert asset["open_kwargs"] == {"consolidated": True, "zarr_format": zarr_format}
+    assert asset["xarray:open_kwargs"] == {"chunks": {}}
+    assert "xarray:storage_options" not in asset  # a local store takes none
     assert doc["arcoforge:provenance"] == produced[case]["provenance"]
 
 
@@ -445,10 +448,15 @@ def assert_same_as_open_zarr(actual: xr.Dataset, store) -> None:
 def test_collection_json_alone_opens_what_open_zarr_gives(produced, case):
     doc = json.loads(produced[case]["path"].read_text())
     asset = doc["assets"]["zarr"]
-    by_hand = xr.open_zarr(asset["href"], **asset["open_kwargs"])
+    href = produced[case]["path"].parent / asset["href"]
+    by_hand = xr.open_dataset(href, engine="zarr", consolidated=asset["zarr:consolidated"],
+                              zarr_format=asset["zarr:zarr_format"], **asset["xarray:open_kwargs"])
     assert_same_as_open_zarr(by_hand, produced[case]["store"])
     assert_same_as_open_zarr(stac.open_dataset_from_collection(produced[case]["path"]), produced[case]["store"])
-    assert_same_as_open_zarr(stac.open_dataset_from_collection(doc), produced[case]["store"])
+    from_pystac = pystac.Collection.from_file(str(produced[case]["path"]))
+    assert_same_as_open_zarr(stac.open_dataset_from_collection(from_pystac), produced[case]["store"])
+    with pytest.raises(ValueError, match="relative to the collection"):
+        stac.open_dataset_from_collection(doc)  # a dict alone does not say where it was
 
 
 def test_remote_store_keeps_secrets_out_of_every_document():
@@ -467,8 +475,8 @@ def test_remote_store_keeps_secrets_out_of_every_document():
             for secret in [*secrets.values(), "NESTEDTOKEN"]:
                 assert secret not in text
         asset = json.loads(fs.cat_file("/stac-secrets/out/stac/remote/collection.json"))["assets"]["zarr"]
-        assert asset["href"] == url
-        assert asset["open_kwargs"]["storage_options"] == {
+        assert asset["href"] == url  # not under the STAC root: absolute
+        assert asset["xarray:storage_options"] == {
             "skip_instance_cache": False, "client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}}
         assert fs.exists("/stac-secrets/out/stac/remote/quicklook.png")
         # validated here as the memory filesystem is emptied below

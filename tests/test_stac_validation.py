@@ -191,7 +191,7 @@ def test_pystac_objects_validate_offline_with_the_packaged_schemas(collection_pa
     collection = pystac.Collection.from_file(str(collection_path))
     assert collection.validate(validator=validator) == [
         "https://schemas.stacspec.org/v1.1.0/collection-spec/json-schema/collection.json",
-        stac.DATACUBE_EXTENSION, stac.ZARR_EXTENSION]
+        stac.DATACUBE_EXTENSION, stac.ZARR_EXTENSION, stac.XARRAY_EXTENSION]
     collection.extra_fields["cube:dimensions"]["time"]["type"] = "temporal-ish"
     collection.assets["zarr"].extra_fields["zarr:consolidated"] = "yes"
     with pytest.raises(pystac.STACValidationError) as raised:

@@ -125,6 +125,9 @@ def bake(
     lease_ttl: float | None = None,
     input_deadline: float | None = None,
     overrides: tuple[str, ...] | None = None,
+    license: str | None = None,
+    quicklook_variable: str | None = None,
+    public_url: str | None = None,
 ) -> BakeReport:
     """Bake the recipe(s) of a feedstock folder or a recipe file; returns what each recipe did.
 
@@ -138,12 +141,17 @@ def bake(
     (it is the report returned); its ``stores`` are the URLs written.
     A recipe's own values (``max_mem``, ``target_root``...) win over these
     unless ``overrides`` names them.
+    ``license`` and ``quicklook_variable`` go into every collection (over the
+    recipe's StoreToZarr fields and meta.yaml); ``public_url`` is where a copy
+    of the target root is published (asset hrefs point there; without it they
+    are relative to each collection). A collection's id is its store's name.
     """
     from .config import BakeConfig
 
     config = (config or BakeConfig()).with_overrides(
         target_root=target_root, runner=runner, num_workers=num_workers, max_mem=max_mem, stac=stac,
         stac_schemas=stac_schemas, cache_root=cache_root, overrides=tuple(overrides) if overrides else None,
+        stac_public_url=public_url,
     ).resolved()
     events = events or Events()
     report = report if report is not None else BakeReport(str(recipe_file))
@@ -153,11 +161,11 @@ def bake(
         metadata = feedstock.meta
     events.emit("bake_start", target=str(recipe_file), feedstock=report.feedstock, recipes=list(recipes),
                 runner=config.runner, target_root=config.target_root, prune=prune, dry_run=dry_run)
+    stac_fields = {"license": license, "quicklook_variable": quicklook_variable}
     for ref in recipes.values():
-        single = len(recipes) == 1 and ref.id == "recipe" and feedstock is None
         outcome = _bake_recipe(ref, config, events, prune=prune, dry_run=dry_run, metadata=metadata,
                                break_lease=break_lease, append=append, feedstock_name=report.feedstock,
-                               collection_id=None if single else ref.id,
+                               stac_fields=stac_fields,
                                inputs={"on_error": on_error, "retries": retries, "max_concurrency": max_concurrency,
                                        "input_deadline": input_deadline},
                                lease_ttl=lease_ttl)
@@ -178,7 +186,7 @@ def _runtime_values(**values: Any) -> dict[str, Any]:
 
 def _bake_recipe(ref: Any, config: Any, events: Events, *, prune: int | None, dry_run: bool,
                  metadata: dict | None, break_lease: bool, append: bool, feedstock_name: str | None,
-                 collection_id: str | None, inputs: dict[str, Any] | None = None,
+                 stac_fields: dict[str, Any], inputs: dict[str, Any] | None = None,
                  lease_ttl: float | None = None) -> RecipeOutcome:
     """Build, (prune,) run and catalogue one recipe."""
     import datetime as dt
@@ -288,12 +296,14 @@ def _bake_recipe(ref: Any, config: Any, events: Events, *, prune: int | None, dr
     if config.stac and _writes_stac(pipeline):
         logger.info("recipe %r describes its stores with WriteSTAC; the bake writes no second collection", ref.id)
     elif config.stac:
+        hints = _stac_hints(pipeline, config.target_root)
         for url in outcome.stores:
+            fields = {**hints.get(url, {}), **{k: v for k, v in stac_fields.items() if v is not None}}
             path = write_store_collection(
-                url, config.target_root or url.rstrip("/").rsplit("/", 1)[0],
-                collection_id=collection_id if len(outcome.stores) == 1 else None, metadata=metadata,
+                url, config.target_root or url.rstrip("/").rsplit("/", 1)[0], metadata=metadata,
                 storage_options=config.target_storage_options or None, provenance=known,
-                schemas_dir=config.stac_schemas,
+                schemas_dir=config.stac_schemas, public_url=config.stac_public_url,
+                reader_storage_options=config.stac_storage_options or None, **fields,
             )
             outcome.stac.append(path)
             events.emit("stac_written", recipe_id=ref.id, store=url, path=path)
@@ -320,7 +330,10 @@ def _leases_kept(stores: list[str], owner: str, storage_options: dict | None, tt
     try:
         for url in stores:
             lease = StoreState(url, storage_options).lease()
-            lease.acquire(owner, ttl, break_lease)
+            try:
+                lease.acquire(owner, ttl, break_lease)
+            except OSError as error:  # the lease is the bake's first write: name the target, not the lease file
+                raise _unwritable_target(url, error) from error
             leases.append(lease)
     except BaseException:
         for lease in leases:
@@ -329,6 +342,16 @@ def _leases_kept(stores: list[str], owner: str, storage_options: dict | None, tt
         raise
     with LeaseKeeper(leases, owner, ttl):
         yield
+
+
+def _unwritable_target(url: str, error: OSError) -> Exception:
+    """The error of a target that cannot be written, naming the target as the user gave it."""
+    from .errors import InfrastructureError
+    from .io.redaction import public_url
+
+    reason = error.strerror or type(error).__name__
+    return InfrastructureError(f"cannot write the target {public_url(url)}: {reason} "
+                               f"({type(error).__name__}; is the target root writable and a folder?)")
 
 
 def _counts_from_metrics(result: Any, outcome: RecipeOutcome) -> None:
@@ -367,19 +390,35 @@ def _writes_stac(pipeline: Any) -> bool:
     return any(isinstance(transform, WriteSTAC) for transform in built_transforms(pipeline))
 
 
-def _stores_in(pipeline: Any, target_root: str | None) -> list[str]:
-    """URLs of the stores a built pipeline writes, from its StoreToZarr steps wherever they sit."""
+def store_steps(pipeline: Any, target_root: str | None) -> list[tuple[str, Any]]:
+    """``(URL, StoreToZarr step)`` of every store a built pipeline writes, wherever the step sits.
+
+    A step without its own target root writes under ``target_root``; one with
+    neither is left out (its bake fails on it clearly).
+    """
     from .lint import built_transforms
     from .beam.store import StoreToZarr
     from .runtime.context import is_unset
     from .store_plan import store_url
 
-    found = []
+    found: dict[str, Any] = {}
     for transform in built_transforms(pipeline):
         if isinstance(transform, StoreToZarr):
             root = target_root if is_unset(transform.target_root) else transform.target_root
             if root:
-                url = store_url(str(root), transform.store_name)
-                if url not in found:
-                    found.append(url)
-    return found
+                found.setdefault(store_url(str(root), transform.store_name), transform)
+    return list(found.items())
+
+
+def _stac_hints(pipeline: Any, target_root: str | None) -> dict[str, dict[str, Any]]:
+    """``{store URL: {license, quicklook_variable}}`` as the recipe's StoreToZarr steps give them."""
+    hints: dict[str, dict[str, Any]] = {}
+    for url, step in store_steps(pipeline, target_root):
+        given = {"license": step.license, "quicklook_variable": step.quicklook_variable}
+        hints[url] = {k: v for k, v in given.items() if v is not None}
+    return hints
+
+
+def _stores_in(pipeline: Any, target_root: str | None) -> list[str]:
+    """URLs of the stores a built pipeline writes, from its StoreToZarr steps wherever they sit."""
+    return [url for url, _ in store_steps(pipeline, target_root)]

@@ -5,6 +5,12 @@ line is wrong (``lint`` found an error); 3 an input is bad (unreadable, or
 inconsistent with the others); 4 the infrastructure failed (storage, workers,
 the cluster); 1 anything unexpected. ``bake --json`` prints one JSON object per
 line for each event, the last one ``{"event": "result", ...}``.
+
+Commands: ``bake`` (a feedstock folder, a recipe file, or ``--repo URL --ref REF``),
+``lint``, ``expand-meta`` (recipe ids and their stores, ``--json`` for bots),
+``stac write`` / ``stac validate``, ``demo``. The arguments and the conventions
+they share (``--version``, ``-v``/``-q`` anywhere, no abbreviations) are
+built in :mod:`arcoforge.cli_args`.
 """
 
 from __future__ import annotations
@@ -24,7 +30,6 @@ from typing import Any
 
 from .bake import BakeReport, bake
 from .errors import EXIT_CODES, EXIT_INFRASTRUCTURE, EXIT_INPUT, EXIT_OK, EXIT_RECIPE, EXIT_UNEXPECTED
-from .runtime.context import OVERRIDABLE
 from .runtime.events import Events
 
 # The failure class of each exit code, as ``bake --json`` names it.
@@ -70,8 +75,8 @@ def _strip_beam_context(message: str) -> str:
     return re.sub(r" \[while running '.*?'\]", "", message).strip()
 
 
-def _setup_logging(verbose: int) -> None:
-    level = logging.DEBUG if verbose > 1 else logging.INFO if verbose == 1 else logging.WARNING
+def _setup_logging(level: int) -> None:
+    """arcoforge's messages at ``level`` (INFO by default), other libraries' warnings only."""
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
     )
@@ -81,7 +86,7 @@ def _setup_logging(verbose: int) -> None:
     import_quickly("arcoforge.runtime.runners", "arcoforge.transforms")  # what every command goes on to use
     from .runtime.runners import quiet_beam_logging
 
-    quiet_beam_logging(debug=verbose > 1)
+    quiet_beam_logging(debug=level <= logging.DEBUG)
 
 
 def _bake_flags(args: argparse.Namespace) -> dict[str, Any]:
@@ -92,10 +97,24 @@ def _bake_flags(args: argparse.Namespace) -> dict[str, Any]:
                 prune=args.prune, dry_run=args.dry_run,
                 on_error="skip" if args.skip_bad_inputs else None, retries=args.retries,
                 max_concurrency=args.max_concurrency, lease_ttl=args.lease_ttl,
-                input_deadline=args.input_deadline, overrides=args.override)
+                input_deadline=args.input_deadline, overrides=args.override, license=args.license,
+                quicklook_variable=args.quicklook_variable, public_url=args.public_url)
 
 
 def _cmd_bake(args: argparse.Namespace) -> int:
+    if args.repo:
+        from .feedstock_meta import checkout_feedstock
+
+        with checkout_feedstock(args.repo, args.ref, args.target) as folder:
+            return _bake_target(args, str(folder))
+    if args.ref:
+        args.parser.error("--ref needs --repo")
+    if not args.target:
+        args.parser.error("the following arguments are required: FEEDSTOCK (or --repo URL)")
+    return _bake_target(args, args.target)
+
+
+def _bake_target(args: argparse.Namespace, target: str) -> int:
     from .config import BakeConfig, load_config
 
     config = load_config(args.config) if args.config else BakeConfig()
@@ -106,17 +125,17 @@ def _cmd_bake(args: argparse.Namespace) -> int:
     )
     flags = _bake_flags(args)
     if not args.json:
-        report = bake(args.target, config=config, **flags)
+        report = bake(target, config=config, **flags)
         for url in report.stores:
             print(f"wrote {url}")
         return EXIT_OK
     # --json: stdout carries only the events; anything else printed goes to stderr.
     stream = sys.stdout
     events = Events(stream)
-    report = BakeReport(args.target)
+    report = BakeReport(target)
     try:
         with contextlib.redirect_stdout(sys.stderr):
-            bake(args.target, config=config, events=events, report=report, **flags)
+            bake(target, config=config, events=events, report=report, **flags)
     except Exception as error:
         code, message = classify_failure(error)
         logger.debug("failure", exc_info=True)
@@ -149,32 +168,43 @@ def _cmd_lint(args: argparse.Namespace) -> int:
     return EXIT_RECIPE if report.errors else EXIT_OK
 
 
-def _cmd_stac(args: argparse.Namespace) -> int:
-    from . import stac
-    from .errors import RecipeError
+def _cmd_stac_validate(args: argparse.Namespace) -> int:
     from .stac import validate_stac_path
 
-    if args.target[0] == "validate":
-        paths = args.target[1:]
-        if not paths:
-            raise RecipeError("arcoforge stac validate needs at least one document path")
-        errors = []
-        for path in paths:
-            found = validate_stac_path(path, args.schemas)  # offline; the packaged schemas by default
-            errors.extend(found)
-            if not found:
-                print(f"valid: {path}")
-        for error in errors:
-            print(f"invalid: {error}", file=sys.stderr)
-        return EXIT_OK if not errors else EXIT_INPUT
-    if len(args.target) != 1:
-        raise RecipeError("arcoforge stac takes one store URL (or `validate PATH ...`)")
-    url = args.target[0].rstrip("/")
-    output_root = args.output_root or url.rsplit("/", 1)[0] if "/" in url else "."
+    errors = []
+    for path in args.paths:
+        found = validate_stac_path(path, args.schemas)  # offline; the packaged schemas by default
+        errors.extend(found)
+        if not found:
+            print(f"valid: {path}")
+    for error in errors:
+        print(f"invalid: {error}", file=sys.stderr)
+    return EXIT_OK if not errors else EXIT_INPUT
+
+
+def _cmd_stac_write(args: argparse.Namespace) -> int:
+    from . import stac
+
+    url = args.store.rstrip("/")
+    output_root = args.output_root or (url.rsplit("/", 1)[0] if "/" in url else ".")
     metadata = stac.read_meta_yaml(args.meta) if args.meta else None
-    path = stac.write_store_collection(url, args.output_root or output_root, collection_id=args.id,
-                                       metadata=metadata, schemas_dir=args.schemas)
+    path = stac.write_store_collection(url, output_root, collection_id=args.id, metadata=metadata,
+                                       schemas_dir=args.schemas, license=args.license,
+                                       quicklook_variable=args.quicklook_variable, public_url=args.public_url)
     print(f"wrote STAC collection {path}")
+    return EXIT_OK
+
+
+def _cmd_expand_meta(args: argparse.Namespace) -> int:
+    from .feedstock_meta import expand_meta
+
+    expanded = expand_meta(args.target, args.target_root)
+    if args.json:
+        print(json.dumps(expanded, indent=2, default=str))
+        return EXIT_OK
+    for recipe in expanded["recipes"]:
+        stores = ", ".join(store["url"] for store in recipe["stores"]) or "no store"
+        print(f"{recipe['id']}: {stores}")
     return EXIT_OK
 
 
@@ -207,92 +237,24 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+COMMANDS = {"bake": _cmd_bake, "lint": _cmd_lint, "expand-meta": _cmd_expand_meta, "demo": _cmd_demo,
+            "stac validate": _cmd_stac_validate, "stac write": _cmd_stac_write}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="arcoforge", description=__doc__.splitlines()[0])
-    parser.add_argument("-v", "--verbose", action="count", default=1, help="more log output (-vv for debug)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
-    sub = parser.add_subparsers(dest="command", required=True)
+    """The ``arcoforge`` parser (built in :mod:`arcoforge.cli_args`)."""
+    from .cli_args import build_parser as build
 
-    bake_parser = sub.add_parser("bake", help="bake a feedstock or a recipe file on a Beam runner")
-    bake_parser.add_argument("target", metavar="FEEDSTOCK",
-                             help="a feedstock folder (holding meta.yaml) or a recipe .py file")
-    bake_parser.add_argument("--recipe-id", help="bake only this recipe (an id of meta.yaml, or an object of the file)")
-    bake_parser.add_argument("--prune", nargs="?", type=int, const=2, metavar="N",
-                             help="a test bake: keep the first N inputs of each concat dimension (default N: 2)")
-    bake_parser.add_argument("--target-root", help="where stores are written (path or fsspec URL; "
-                             "default: target.root of --config)")
-    bake_parser.add_argument("--cache-root", help="where inputs are cached (path or fsspec URL)")
-    bake_parser.add_argument("--runner", choices=["direct", "dask", "dataflow", "flink"],
-                             help="where the pipeline runs (default: runner.name of --config, else direct)")
-    bake_parser.add_argument("--config", help="a TOML or YAML file: target and cache storage, runner options, "
-                             "secrets named by environment variable (flags override it)")
-    bake_parser.add_argument("--json", action="store_true",
-                             help="print one JSON object per line for each event, the last a summary")
-    bake_parser.add_argument("--num-workers", type=int, help="local worker processes, or dask LocalCluster "
-                             "workers (default 1)")
-    bake_parser.add_argument("--override", action="append", metavar="NAME", choices=OVERRIDABLE,
-                             help="let this run-time value win over the recipe's own (repeatable): "
-                                  + ", ".join(OVERRIDABLE))
-    bake_parser.add_argument("--max-mem", help="memory budget for array data of the whole bake, e.g. 2GB "
-                             "for StoreToZarr steps that set no max_mem of their own (default 1GB)")
-    bake_parser.add_argument("--dask-address", help="dask scheduler address for --runner dask "
-                             "(default: a LocalCluster of --num-workers processes)")
-    bake_parser.add_argument("--flink-master", help="Flink REST endpoint (host:8081) for --runner flink")
-    bake_parser.add_argument("--job-name", help="Dataflow job name (default: feedstock-recipe-time)")
-    bake_parser.add_argument("--dry-run", action="store_true", help="build and check the pipeline (Dataflow: "
-                             "the job) without running or submitting it")
-    bake_parser.add_argument("--no-stac", action="store_true", help="do not write STAC collections")
-    bake_parser.add_argument("--skip-bad-inputs", action="store_true",
-                             help="go on without inputs that fail (their places get fill values; each one is "
-                                  "recorded in the store's attrs and the run summary)")
-    bake_parser.add_argument("--retries", type=int, help="attempts for a transient fetch failure (default 5)")
-    bake_parser.add_argument("--max-concurrency", type=int, help="remote inputs fetched at once, in all")
-    bake_parser.add_argument("--append", action="store_true",
-                             help="append inputs the stores do not hold yet along their concat dimension")
-    bake_parser.add_argument("--break-lease", action="store_true",
-                             help="take over a store another bake holds (only if that bake is dead)")
-    bake_parser.add_argument("--lease-ttl", type=float, metavar="SECONDS",
-                             help="a store's lease is taken over when its heartbeat is this old (default 60)")
-    bake_parser.add_argument("--input-deadline", type=float, metavar="SECONDS",
-                             help="total time one input may take to read, retries included (default 120)")
-    bake_parser.add_argument("--stac-schemas", help="folder of STAC JSON schemas laid out by URL, to validate "
-                             "what is written (default: $ARCOFORGE_STAC_SCHEMAS, else the schemas shipped "
-                             "with arcoforge)")
-    bake_parser.set_defaults(run=_cmd_bake)
-
-    lint_parser = sub.add_parser("lint", help="check a feedstock's meta.yaml and recipes without running them")
-    lint_parser.add_argument("target", metavar="FEEDSTOCK", help="a feedstock folder or a recipe .py file")
-    lint_parser.add_argument("--recipe-id", help="check only this recipe")
-    lint_parser.add_argument("--json", action="store_true", help="one JSON object per problem, then a result")
-    lint_parser.set_defaults(run=_cmd_lint)
-
-    stac_parser = sub.add_parser(
-        "stac", help="write the STAC collection of a store, or validate STAC documents",
-        usage="arcoforge stac STORE_URL [--id ID] [--output-root DIR] [--meta meta.yaml]\n"
-              "       arcoforge stac validate PATH [PATH ...] [--schemas DIR]",
-    )
-    stac_parser.add_argument("target", nargs="+", help="a store URL, or `validate` and document paths")
-    stac_parser.add_argument("--id", help="collection id (default: the store name without .zarr)")
-    stac_parser.add_argument("--output-root", help="where stac/ goes (default: the store's parent folder)")
-    stac_parser.add_argument("--meta", help="a feedstock meta.yaml for title, license, providers, keywords")
-    stac_parser.add_argument("--schemas", help="folder of STAC JSON schemas laid out by URL "
-                             "(default: $ARCOFORGE_STAC_SCHEMAS, else the schemas shipped with arcoforge)")
-    stac_parser.set_defaults(run=_cmd_stac)
-
-    demo_parser = sub.add_parser("demo", help="generate a small archive and bake it with an example recipe")
-    demo_parser.add_argument("--workdir", default="arcoforge-demo", help="where inputs and stores go")
-    demo_parser.add_argument("--days", type=int, default=90, help="number of daily files (default 90)")
-    demo_parser.add_argument("--num-workers", type=int, default=1, help="local worker processes (default 1)")
-    demo_parser.set_defaults(run=_cmd_demo)
-    return parser
+    return build()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    _setup_logging(0 if args.quiet else args.verbose)
+    from .cli_args import log_level, parse
+
+    args = parse(sys.argv[1:] if argv is None else argv)
+    _setup_logging(log_level(args))
     try:
-        return args.run(args)
+        return _command(args)(args)
     except KeyboardInterrupt:
         print("arcoforge: interrupted", file=sys.stderr)
         return EXIT_UNEXPECTED
@@ -301,6 +263,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.debug("failure", exc_info=True)
         print(f"arcoforge: error: {message}", file=sys.stderr)
         return code
+
+
+def _command(args: argparse.Namespace):
+    """The function of the (sub)command ``args`` names."""
+    return COMMANDS[f"{args.command} {args.stac_command}" if args.stac_command else args.command]
 
 
 def console_main() -> None:
@@ -327,12 +294,14 @@ def _local_workers_wanted(argv: Sequence[str]) -> int:
     Only what the flags say: workers a ``--config`` file asks for are started
     when the runner needs them, as without warm workers.
     """
+    from .cli_args import parse
+
     try:  # quietly: main() prints --help, and reports usage errors
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            args = build_parser().parse_args(argv)
+            args = parse(argv)
     except SystemExit:
         return 0
-    command = getattr(args, "run", None)
+    command = _command(args)
     if command is _cmd_bake:
         if (args.runner or "direct") != "direct" or (args.config and not args.runner):
             return 0  # another runner, or a config file that may choose one

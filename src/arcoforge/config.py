@@ -20,6 +20,10 @@ A TOML or YAML file (chosen by its suffix: ``.toml``, ``.yaml``/``.yml``)::
 
     overrides = ["max_mem"]        # these values win over a recipe's own (default: the recipe's win)
 
+    [stac]
+    public_url = "https://data.example.org/stores"   # where a copy of target.root is published
+    storage_options = { anon = true }                 # what its readers need (public options only)
+
     [runner.dataflow]
     project = "my-project"
     region = "europe-west1"
@@ -141,6 +145,10 @@ CONFIG_SCHEMA: dict[str, Any] = {
             "properties": {
                 "enabled": {"type": "boolean", "x-expected": "true or false"},
                 "schemas": _TEXT,
+                "public_url": {"type": "string", "minLength": 1,
+                               "x-expected": "the URL where a copy of the target root is published"},
+                "storage_options": {"type": "object", "x-expected": "a table of public fsspec options "
+                                    "readers need, such as anon = true"},
             },
             "additionalProperties": False,
         },
@@ -168,6 +176,8 @@ class BakeConfig:
     stac_schemas: str | None = None
     # Run-time values that win over a recipe's own (see arcoforge.runtime.context.BakeContext.overrides).
     overrides: tuple[str, ...] = ()
+    stac_public_url: str | None = None  # where a copy of target_root is published (asset hrefs point there)
+    stac_storage_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # public, for readers
     source: str | None = None  # the file it was read from, for messages
 
     def with_overrides(self, **flags: Any) -> "BakeConfig":
@@ -348,6 +358,16 @@ def read_document(path: str | os.PathLike) -> Any:
     raise RecipeError(f"config file {path}: expected a .toml, .yaml or .yml file")
 
 
+def _check_public(options: Mapping[str, Any], where: str) -> None:
+    """Options published in STAC documents must hold nothing secret: a key that looks secret is an error."""
+    from .io.redaction import secret_looking_keys
+
+    refused = secret_looking_keys(options)
+    if refused:
+        raise RecipeError(f"{where}: {refused} may hold secrets, and these options are published in every "
+                          "collection; give only public options (anon, endpoint_url, region_name...)")
+
+
 def load_config(path: str | os.PathLike) -> BakeConfig:
     """Read and check a config file; every problem is reported at once, naming its field."""
     document = read_document(path)
@@ -358,6 +378,7 @@ def load_config(path: str | os.PathLike) -> BakeConfig:
         raise RecipeError("invalid config file:\n  " + "\n  ".join(errors))
     runner = document.get("runner", {})
     stac = document.get("stac", {})
+    _check_public(stac.get("storage_options") or {}, f"{path}: stac.storage_options")
     return BakeConfig(
         target_root=document.get("target", {}).get("root"),
         target_storage_options=dict(document.get("target", {}).get("storage_options", {})),
@@ -373,5 +394,7 @@ def load_config(path: str | os.PathLike) -> BakeConfig:
         stac=stac.get("enabled", True),
         stac_schemas=stac.get("schemas"),
         overrides=tuple(runner.get("overrides", ())),
+        stac_public_url=stac.get("public_url"),
+        stac_storage_options=dict(stac.get("storage_options", {})),
         source=str(path),
     )

@@ -159,7 +159,7 @@ META_SCHEMA: dict[str, Any] = {
                 ],
                 "properties": {
                     "id": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
-                           "x-expected": "letters, digits, '.', '_' or '-' (it becomes the STAC collection id)"},
+                           "x-expected": "letters, digits, '.', '_' or '-'"},
                     "object": {"type": "string", "pattern": _OBJECT_REF, "x-expected": _OBJECT_EXPECTED},
                     "dict_object": {"type": "string", "pattern": _OBJECT_REF,
                                     "x-expected": "'module:attribute' naming a dict of recipes by id"},
@@ -194,6 +194,8 @@ META_SCHEMA: dict[str, Any] = {
                             "x-expected": "an SPDX license identifier such as CC-BY-4.0, or a URL"},
             },
         },
+        "quicklook_variable": {"type": "string", "minLength": 1,
+                               "x-expected": "the name of the variable the STAC quicklooks show"},
         "maintainers": {
             "type": "array",
             "minItems": 1,

@@ -11,9 +11,11 @@ and what was expected:
   keys share a URL, and the inputs can be pruned for a test bake;
 - each StoreToZarr: store name, ``combine_dims`` matching the inputs' dimensions,
   ``target_chunks``/``target_shards`` naming dimensions with valid sizes,
-  ``zarr_format``, ``max_mem``; when the first input is a local file, chunked
-  dimensions are compared with its dimensions (a warning: a preprocessor may
-  rename them).
+  ``zarr_format``, ``max_mem``, ``encoding`` keys; when the first input is a
+  local file, chunked dimensions are compared with its dimensions (an error,
+  or a warning when a step of the recipe such as a preprocessor may rename
+  them);
+- local input files exist (all of them; remote ones are not fetched).
 
 Errors make the command fail; warnings are reported only.
 """
@@ -166,6 +168,23 @@ class _Collect(PipelineVisitor):
         self.transforms.append(node.transform)
 
 
+def may_change_dimensions(steps: Iterable[Any]) -> bool:
+    """Whether a step between the inputs and the store may rename or add dimensions.
+
+    arcoforge's own openers and writers do not; a ``Preprocess``, a ``beam.Map``
+    or any other step of the recipe's may.
+    """
+    from .beam.preprocess import Preprocess
+
+    for step in steps:
+        if type(step) is beam.Create:
+            continue
+        if type(step).__module__.startswith("arcoforge.") and not isinstance(step, Preprocess):
+            continue
+        return True
+    return False
+
+
 def built_transforms(pipeline: beam.Pipeline) -> list[Any]:
     """The PTransform objects of a built pipeline, in order (composites before their parts)."""
     collector = _Collect()
@@ -219,13 +238,31 @@ def lint_recipe(ref: RecipeRef) -> list[Problem]:
     stores = [t for t in transforms if isinstance(t, StoreToZarr)]
     if not stores:
         problems.append(_warning(where, "has no StoreToZarr step: a bake writes no store arcoforge knows of"))
+    problems.extend(check_local_inputs(items, where))
     first_dims = _first_input_dims(items)
     if options_error is not None and not stores:  # a StoreToZarr built inside a composite step
         problems.append(_error(where, f"building the pipeline failed: {options_error}"))
+    preprocessed = may_change_dimensions(recipe_steps(ref.transform))
     for store in stores:
         problems.extend(check_store_to_zarr(store, f"{where}: StoreToZarr({store.store_name!r})",
-                                            input_dims if len(creates) == 1 else None, first_dims))
+                                            input_dims if len(creates) == 1 else None, first_dims,
+                                            preprocessed=preprocessed))
     return problems
+
+
+def check_local_inputs(items: list[tuple[Any, Any]], where: str, shown: int = 5) -> list[Problem]:
+    """Every local input file exists (remote ones are not fetched): one error naming the first missing ones."""
+    missing = []
+    for index, url in items:
+        if not isinstance(url, str):
+            continue
+        path = url[len("file://"):] if url.startswith("file://") else url
+        if "://" not in path and not os.path.exists(path):
+            missing.append(path)
+    if not missing:
+        return []
+    listed = ", ".join(missing[:shown]) + (f" and {len(missing) - shown} more" if len(missing) > shown else "")
+    return [_error(where, f"{len(missing)} of {len(items)} local input files do not exist: {listed}")]
 
 
 def check_urls(items: list[tuple[Any, Any]], where: str) -> list[Problem]:
@@ -263,8 +300,12 @@ def check_pattern(pattern: Any, where: str) -> list[Problem]:
 
 
 def check_store_to_zarr(store: Any, where: str, input_dims: set | None,
-                        first_dims: set[str] | None) -> list[Problem]:
-    """The options of one StoreToZarr (the checks its build makes), and its dimensions against the inputs'."""
+                        first_dims: set[str] | None, preprocessed: bool = True) -> list[Problem]:
+    """The options of one StoreToZarr (the checks its build makes), and its dimensions against the inputs'.
+
+    ``preprocessed``: a step of the recipe may change the inputs' dimensions, so
+    chunked dimensions the first input lacks are a warning, not an error.
+    """
     problems = [_error(where, message) for message in store.option_problems()]
     combine = set(store.combine_dims or [])
     if input_dims is not None and combine != input_dims:
@@ -277,10 +318,14 @@ def check_store_to_zarr(store: Any, where: str, input_dims: set | None,
     if first_dims is not None and isinstance(store.target_chunks, Mapping):
         unknown = sorted(str(d) for d in store.target_chunks
                          if isinstance(d, str) and d not in first_dims and d not in concat_names)
-        if unknown:
+        if unknown and preprocessed:
             problems.append(_warning(where, f"target_chunks names {unknown}, which the first input does not have "
                                             f"(its dimensions: {sorted(first_dims)}); fine only if a "
                                             "preprocessor makes them"))
+        elif unknown:
+            problems.append(_error(where, f"target_chunks names {unknown}, which the first input does not have "
+                                          f"(its dimensions: {sorted(first_dims)}) and no step of the recipe "
+                                          "could add"))
     return problems
 
 

@@ -39,7 +39,9 @@ class WriteSTAC(beam.PTransform):
     then links every collection from the root catalog in one worker, so
     concurrent collections never race on it.
     ``metadata`` is a feedstock ``meta.yaml`` dict (title, description,
-    license, providers, keywords). Outputs the collection paths.
+    license, providers, keywords, quicklook_variable). Asset hrefs are relative
+    to each collection for stores under ``output_root``, or under
+    ``public_url``. Outputs the collection paths.
     """
 
     collection_id: str | None = None
@@ -48,6 +50,10 @@ class WriteSTAC(beam.PTransform):
     storage_options: dict | None = None
     schemas_dir: str | None = None
     quicklook: bool = True
+    license: str | None = None  # SPDX id or URL; over metadata's provenance.license
+    quicklook_variable: str | None = None  # default: metadata's quicklook_variable, else the largest variable
+    public_url: str | None = None  # where a copy of output_root is published; asset hrefs point there
+    reader_storage_options: dict | None = None  # public options readers need, e.g. {"anon": True}
     context: BakeContext | None = None
 
     def expand(self, stores: beam.PCollection) -> beam.PCollection:
@@ -55,7 +61,8 @@ class WriteSTAC(beam.PTransform):
         storage_options = context.choose("storage_options", self.storage_options)
         options = dict(collection_id=self.collection_id, metadata=self.metadata, storage_options=storage_options,
                        provenance=dict(context.provenance or {}), schemas_dir=self.schemas_dir,
-                       quicklook=self.quicklook)
+                       quicklook=self.quicklook, license=self.license, quicklook_variable=self.quicklook_variable,
+                       public_url=self.public_url, reader_storage_options=self.reader_storage_options)
         return (
             stores
             | "Write collections" >> beam.Map(write_collection, context.choose("target_root", self.output_root), **options)

@@ -165,6 +165,8 @@ class StoreToZarr(beam.PTransform):
     break_lease: bool = False
     max_attr_bytes: int | None = DEFAULT_MAX_ATTR_BYTES
     consolidate_dimension_coordinates: bool = True  # False: 0.10's coordinate chunks without that step
+    license: str | None = None  # the STAC collection's licence (SPDX id or URL), for `arcoforge bake`
+    quicklook_variable: str | None = None  # the variable of the collection's quicklook (default: the largest)
     context: BakeContext | None = None
 
     def __post_init__(self) -> None:

@@ -183,6 +183,25 @@ def public_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
     return clean(dict(options or {}), "")
 
 
+def secret_looking_keys(options: Mapping[str, Any] | None) -> list[str]:
+    """The keys (dotted paths) :func:`public_options` would leave out of ``options``: never their values.
+
+    >>> secret_looking_keys({"anon": True, "key": "AKIA", "client_kwargs": {"aws_session_token": "t"}})
+    ['key', 'client_kwargs.aws_session_token']
+    """
+    def dropped(given: Mapping[str, Any], kept: Mapping[str, Any], prefix: str) -> list[str]:
+        found = []
+        for key, value in given.items():
+            if isinstance(value, Mapping) and value:
+                found += dropped(value, kept.get(key) or {}, f"{prefix}{key}.")
+            elif key not in kept:
+                found.append(f"{prefix}{key}")
+        return found
+
+    options = dict(options or {})
+    return dropped(options, public_options(options), "")
+
+
 def _is_json_value(value: Any) -> bool:
     if value is None or isinstance(value, (bool, int, float, str)):
         return True

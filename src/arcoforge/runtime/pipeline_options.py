@@ -27,6 +27,54 @@ DATAFLOW_REQUIRED = ("project", "region", "temp_location")
 GCS_LOCATION_PATTERN = r"gs://[a-z0-9][-_a-z0-9.]+[a-z0-9](/.*)?"
 
 
+# Beam options arcoforge sets from its own flags and config keys: giving them in runner.options too is a clash.
+SET_BY_ARCOFORGE = {
+    "runner": "--runner / runner.name",
+    "direct_num_workers": "--num-workers / runner.num_workers",
+    "direct_running_mode": "--num-workers / runner.num_workers",
+    "job_name": "--job-name / runner.dataflow.job_name",
+    "dry_run": "--dry-run",
+    "dask_client_address": "--dask-address / runner.dask.address",
+    "dask_npartitions": "runner.dask.npartitions",
+}
+
+
+def known_beam_options() -> frozenset[str]:
+    """The names of every pipeline option Beam (and arcoforge's Dask runner) registers."""
+    from . import dask_runner  # noqa: F401  registers the Dask runner's options
+
+    return frozenset(PipelineOptions(flags=[]).get_all_options(retain_unknown_options=False))
+
+
+def check_beam_options(options: dict[str, Any], sections: dict[str, dict[str, Any]] | None = None,
+                       where: str = "runner.options") -> dict[str, Any]:
+    """``options`` (a config's ``runner.options``) checked before Beam sees them; returns them.
+
+    Every name must be a Beam pipeline option, and none may be one arcoforge
+    sets itself or one a runner section (``sections``, e.g. ``{"dataflow": {...}}``)
+    already gives. All problems are one :class:`RecipeError` (exit 2), where
+    Beam would raise a ``TypeError`` or drop an unknown name silently.
+    """
+    import difflib
+
+    problems = []
+    known = known_beam_options()
+    for name in sorted(options):
+        if name in SET_BY_ARCOFORGE:
+            problems.append(f"{where}.{name} clashes with {SET_BY_ARCOFORGE[name]}, which sets it; give it there")
+        elif name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            problems.append(f"{where}.{name} is not a Beam pipeline option"
+                            + (f" (did you mean {close[0]}?)" if close else ""))
+        else:
+            for section, values in (sections or {}).items():
+                if name in (values or {}):
+                    problems.append(f"{where}.{name} clashes with runner.{section}.{name}; give it once")
+    if problems:
+        raise RecipeError("invalid config: " + "; ".join(problems))
+    return dict(options)
+
+
 def local_pipeline_options(num_workers: int = 1, **options: Any) -> PipelineOptions:
     """Options for the local runner: one process, or ``num_workers`` worker processes."""
     if num_workers < 1:

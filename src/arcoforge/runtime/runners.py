@@ -27,6 +27,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from ..errors import RecipeError
 from .context import use_runtime_defaults
 from .pipeline_options import (
+    check_beam_options,
     dask_pipeline_options,
     dataflow_pipeline_options,
     flink_pipeline_options,
@@ -153,7 +154,9 @@ def choose_runner(
     ``dask["n_workers"]`` (default ``num_workers``) processes. ``dataflow`` and
     ``flink``: see :func:`dataflow_pipeline_options`, :func:`flink_pipeline_options`.
     """
-    extra = dict(pipeline_options or {})
+    extra = check_beam_options(dict(pipeline_options or {}),
+                               {name: section for name, section in (("dataflow", dataflow), ("flink", flink))
+                                if section})
     if name == "direct":
         yield RunnerChoice(name, local_runner(num_workers), local_pipeline_options(num_workers, **extra),
                            local=True, num_workers=num_workers,

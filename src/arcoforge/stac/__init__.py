@@ -38,6 +38,7 @@ from .catalog_io import (
     FsspecStacIO,
     join_href,
     link_collection,
+    portable_href,
     read_json,
     resolve_href,
     update_catalog,
@@ -48,6 +49,8 @@ from .collection import (
     OPEN_KWARGS_FIELD,
     PROVENANCE_FIELD,
     STAC_VERSION,
+    STORAGE_OPTIONS_FIELD,
+    XARRAY_EXTENSION,
     ZARR_ASSET_KEY,
     ZARR_EXTENSION,
     ZARR_MEDIA_TYPE,
@@ -62,7 +65,7 @@ from .collection import (
 from .coordinates import CFCoordinates, find_coordinates
 from .datacube import MAX_LISTED_VALUES, cube_dimensions, cube_variables
 from .extents import GLOBAL_BBOX, iso_duration, longitude_interval, spatial_bbox, temporal_interval, to_utc_datetime
-from .metadata import PROVIDER_ROLES, provenance, provenance_attrs, read_meta_yaml
+from .metadata import PROVIDER_ROLES, provenance, provenance_attrs, provenance_from_attrs, read_meta_yaml
 from .publish import write_collection, write_store_collection
 from .quicklook import QUICKLOOK_NAME, main_variable, write_quicklook
 from .validation import (
@@ -96,6 +99,7 @@ __all__ = [
     "read_meta_yaml",
     "provenance",
     "provenance_attrs",
+    "provenance_from_attrs",
     "public_storage_options",
     "public_url",
     # writing, linking and reading documents
@@ -110,6 +114,7 @@ __all__ = [
     "write_json",
     "join_href",
     "resolve_href",
+    "portable_href",
     "open_dataset_from_collection",
     # validation
     "OfflineSTACValidator",
@@ -128,6 +133,8 @@ __all__ = [
     "ZARR_MEDIA_TYPE",
     "ZARR_ASSET_KEY",
     "OPEN_KWARGS_FIELD",
+    "STORAGE_OPTIONS_FIELD",
+    "XARRAY_EXTENSION",
     "PROVENANCE_FIELD",
     "QUICKLOOK_NAME",
     "CATALOG_NAME",

@@ -1,9 +1,10 @@
 """The scientist's path back from a STAC Collection to the data: open its Zarr asset with xarray.
 
-Owns how an asset is chosen (``zarr``, else the one asset of Zarr media type)
-and how its recorded open arguments are honoured, including those of documents
-written by older arcoforge versions (``xarray:open_kwargs``,
-``xarray:storage_options``), merged with credentials the caller supplies.
+Owns how an asset is chosen (``zarr``, else the one asset of Zarr media type),
+how its href is resolved (relative to the collection, as published documents
+give it), and how its recorded open arguments are honoured (the zarr and
+xarray-assets fields, and the plain ``open_kwargs`` of arcoforge 0.1 documents),
+merged with credentials the caller supplies.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import pystac
 import xarray as xr
 
 from .catalog_io import read_json, resolve_href
-from .collection import OPEN_KWARGS_FIELD, ZARR_ASSET_KEY, ZARR_MEDIA_TYPE
+from .collection import (LEGACY_OPEN_KWARGS_FIELD, OPEN_KWARGS_FIELD, STORAGE_OPTIONS_FIELD, ZARR_ASSET_KEY,
+                         ZARR_MEDIA_TYPE)
 
 
 def open_dataset_from_collection(
@@ -31,8 +33,7 @@ def open_dataset_from_collection(
     ``collection`` is a path or URL of collection.json, its dict, or a pystac
     Collection. The asset is ``asset_key``, else the ``zarr`` asset, else the
     only asset of media type ``application/vnd.zarr``. Its ``open_kwargs``
-    (``xarray:open_kwargs``/``xarray:storage_options`` of older documents too)
-    are used; ``storage_options`` adds what the document may not hold, such as
+    (``zarr:*``, ``xarray:open_kwargs``, ``xarray:storage_options``) are used; ``storage_options`` adds what the document may not hold, such as
     credentials; ``open_kwargs`` override.
     """
     location: str | None = None
@@ -62,14 +63,19 @@ def open_dataset_from_collection(
         kwargs["consolidated"] = asset["zarr:consolidated"]
     if "zarr:zarr_format" in asset:
         kwargs["zarr_format"] = asset["zarr:zarr_format"]
-    kwargs.update(asset.get("xarray:open_kwargs") or {})
-    if asset.get("xarray:storage_options"):
-        kwargs["storage_options"] = dict(asset["xarray:storage_options"])
+    kwargs.update(asset.get(LEGACY_OPEN_KWARGS_FIELD) or {})
     kwargs.update(asset.get(OPEN_KWARGS_FIELD) or {})
+    kwargs.pop("engine", None)  # open_zarr names its engine itself
+    if asset.get(STORAGE_OPTIONS_FIELD):
+        kwargs["storage_options"] = dict(asset[STORAGE_OPTIONS_FIELD])
     if storage_options:
         kwargs["storage_options"] = _deep_merge(kwargs.get("storage_options") or {}, storage_options)
     kwargs.update(open_kwargs)
-    href = resolve_href(str(asset["href"]), location)
+    href = str(asset["href"])
+    if location is None and "://" not in href and not os.path.isabs(href):
+        raise ValueError(f"{name}: its asset href {href!r} is relative to the collection; pass the "
+                         "collection's path or URL (or a pystac Collection read from it) instead of its dict")
+    href = resolve_href(href, location)
     if "://" not in href or href.startswith("file://"):
         kwargs.pop("storage_options", None)  # local paths take none
     return xr.open_zarr(href, **kwargs)

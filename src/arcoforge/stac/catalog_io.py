@@ -120,6 +120,48 @@ def resolve_href(href: str, document_path: str | None) -> str:
     return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(document_path)), href))
 
 
+def path_under(href: str, root: str) -> str | None:
+    """The ``/``-separated path of ``href`` inside ``root``, or None when it is not under it.
+
+    Both are paths or URLs of the same filesystem (local paths made absolute first).
+
+    >>> path_under("s3://b/out/sst.zarr/", "s3://b/out"), path_under("s3://b/x.zarr", "s3://b/out")
+    ('sst.zarr', None)
+    """
+    href, root = str(href).rstrip("/"), str(root).rstrip("/")
+    if ("://" in href) != ("://" in root):
+        return None
+    if "://" not in href:
+        href, root = os.path.abspath(href), os.path.abspath(root)
+        inside = os.path.relpath(href, root) if os.path.commonpath([href, root]) == root else None
+        return None if inside in (None, ".") else inside.replace(os.sep, "/")
+    return href[len(root) + 1:] if href.startswith(root + "/") else None
+
+
+def portable_href(href: str, document_folder: str, root: str, public_root: str | None = None) -> str:
+    """The href a published document gives for ``href``, so that the folder ``root`` can be copied anywhere.
+
+    A target under ``root``: with ``public_root`` (where the copy of ``root`` is
+    published) the same path under it, else a path relative to
+    ``document_folder`` (itself under ``root``). A target elsewhere keeps its
+    absolute href.
+
+    >>> portable_href("/d/out/sst.zarr", "/d/out/stac/sst", "/d/out")
+    '../../sst.zarr'
+    >>> portable_href("/d/out/sst.zarr", "/d/out/stac/sst", "/d/out", "https://data.org/arco/")
+    'https://data.org/arco/sst.zarr'
+    >>> portable_href("s3://other/sst.zarr", "s3://b/out/stac/sst", "s3://b/out")
+    's3://other/sst.zarr'
+    """
+    inside = path_under(href, root)
+    if inside is None:
+        return href
+    if public_root:
+        return f"{str(public_root).rstrip('/')}/{inside}"
+    folder = path_under(document_folder, root)
+    return posixpath.relpath(inside, folder) if folder else f"./{inside}"
+
+
 def _normalize_relative(href: str) -> str:
     return href[2:] if href.startswith("./") else href
 

@@ -28,10 +28,13 @@ DATACUBE_EXTENSION = "https://stac-extensions.github.io/datacube/v2.2.0/schema.j
 ZARR_EXTENSION = "https://stac-extensions.github.io/zarr/v1.0.0/schema.json"
 ZARR_MEDIA_TYPE = "application/vnd.zarr"
 ZARR_ASSET_KEY = "zarr"
-# Asset field holding the keyword arguments of ``xarray.open_zarr``. A plain field: the zarr
-# extension forbids unknown ``zarr:`` fields, and ``xarray:open_kwargs`` belongs to the
-# deprecated xarray-assets extension.
-OPEN_KWARGS_FIELD = "open_kwargs"
+XARRAY_EXTENSION = "https://stac-extensions.github.io/xarray-assets/v1.0.0/schema.json"
+# The xarray-assets fields readers such as xpystac and intake-stac pass to ``xarray.open_dataset``:
+# the keyword arguments (``chunks={}`` makes it lazy with dask, as ``open_zarr`` is), and the
+# storage options that reach the store (only their public part: endpoint, region, anon...).
+OPEN_KWARGS_FIELD = "xarray:open_kwargs"
+STORAGE_OPTIONS_FIELD = "xarray:storage_options"
+LEGACY_OPEN_KWARGS_FIELD = "open_kwargs"  # what arcoforge 0.1 documents carried
 PROVENANCE_FIELD = "arcoforge:provenance"
 
 
@@ -45,6 +48,35 @@ def public_storage_options(storage_options: Mapping[str, Any] | None) -> dict[st
     from ..io.redaction import public_options
 
     return public_options(storage_options)
+
+
+def reader_options(storage_options: Mapping[str, Any] | None,
+                   reader_storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The storage options a document gives readers: the writer's public ones, updated by ``reader_storage_options``.
+
+    ``reader_storage_options`` must be public themselves (see :mod:`arcoforge.io.redaction`):
+    a key that looks secret is a ValueError naming the key, never its value.
+
+    >>> reader_options({"key": "AKIA", "endpoint_url": "http://h:9000"}, {"anon": True})
+    {'endpoint_url': 'http://h:9000', 'anon': True}
+    """
+    from ..io.redaction import public_options, secret_looking_keys
+
+    given = dict(reader_storage_options or {})
+    kept = public_options(given)
+    refused = secret_looking_keys(given)
+    if refused:
+        raise ValueError(f"STAC reader storage options {refused} may hold secrets and are never published; "
+                         "give only public options (anon, endpoint_url, region_name, requester_pays...)")
+    return _merged(public_storage_options(storage_options), kept)
+
+
+def _merged(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        both = isinstance(value, Mapping) and isinstance(merged.get(key), Mapping)
+        merged[key] = _merged(merged[key], value) if both else value
+    return merged
 
 
 def public_url(url: str) -> str:
@@ -120,6 +152,7 @@ def build_collection(
     license: str | None = None,
     providers: Sequence[Mapping[str, Any] | str] | None = None,
     keywords: Sequence[str] | str | None = None,
+    reader_storage_options: Mapping[str, Any] | None = None,
 ) -> pystac.Collection:
     """A STAC 1.1.0 Collection describing the Zarr store at ``store_url``.
 
@@ -128,7 +161,11 @@ def build_collection(
     feedstock ``meta.yaml`` dict (``title``, ``description``,
     ``provenance.license``, ``provenance.providers``, ``keywords``/``tags``), else
     from the store's global attributes. ``storage_options`` open the store; only
-    their non-secret part is written, into the asset's ``open_kwargs``.
+    their non-secret part is written, into the asset's ``xarray:storage_options``
+    (for remote stores), completed by ``reader_storage_options``: what readers of
+    the published data need besides (``{"anon": True}`` for a public bucket),
+    public options only. The asset href is absolute here; :func:`write_collection`
+    makes it portable.
     ``dataset`` may be given when the store is already open.
     """
     collection_id = _check_collection_id(collection_id)
@@ -172,25 +209,27 @@ def build_collection(
     collection.stac_extensions.append(DATACUBE_EXTENSION)
 
     href = public_url(_absolute_href(store_url))
-    open_kwargs: dict[str, Any] = {"consolidated": info.consolidated, "zarr_format": info.zarr_format}
-    public_options = public_storage_options(storage_options)
+    extra_fields: dict[str, Any] = {
+        "zarr:zarr_format": info.zarr_format,
+        "zarr:consolidated": info.consolidated,
+        "zarr:node_type": info.node_type,
+        OPEN_KWARGS_FIELD: {"chunks": {}},
+    }
+    public_options = reader_options(storage_options, reader_storage_options)
     if public_options and "://" in href and not href.startswith("file://"):
-        open_kwargs["storage_options"] = public_options
+        extra_fields[STORAGE_OPTIONS_FIELD] = public_options
     collection.add_asset(ZARR_ASSET_KEY, pystac.Asset(
         href=href,
         title=f"Zarr store {href.rstrip('/').rsplit('/', 1)[-1]}",
-        description="Open with xarray.open_zarr(href, **open_kwargs).",
+        description="Open with xarray.open_dataset(href, engine='zarr', **xarray:open_kwargs, "
+                    "storage_options=xarray:storage_options), or arcoforge.stac.open_dataset_from_collection.",
         media_type=ZARR_MEDIA_TYPE,
         roles=["data"],
-        extra_fields={
-            "zarr:zarr_format": info.zarr_format,
-            "zarr:consolidated": info.consolidated,
-            "zarr:node_type": info.node_type,
-            OPEN_KWARGS_FIELD: open_kwargs,
-        },
+        extra_fields=extra_fields,
     ))
-    if ZARR_EXTENSION not in collection.stac_extensions:
-        collection.stac_extensions.append(ZARR_EXTENSION)
+    for extension in (ZARR_EXTENSION, XARRAY_EXTENSION):
+        if extension not in collection.stac_extensions:
+            collection.stac_extensions.append(extension)
     if provenance:
         collection.extra_fields[PROVENANCE_FIELD] = dict(provenance)
     return collection

@@ -132,11 +132,37 @@ def provenance(
     return result
 
 
-def provenance_attrs(record: Mapping[str, Any], prefix: str = "arcoforge_") -> dict[str, Any]:
+PROVENANCE_PREFIX = "arcoforge_"
+
+
+def provenance_attrs(record: Mapping[str, Any], prefix: str = PROVENANCE_PREFIX) -> dict[str, Any]:
     """A provenance dict as flat global attributes (``arcoforge_recipe_sha256``, ...) for a store.
 
-    >>> provenance_attrs({"n_inputs": 3, "bake_time": "2026-01-01T00:00:00Z"})
-    {'arcoforge_n_inputs': 3, 'arcoforge_bake_time': '2026-01-01T00:00:00Z'}
-    """
-    return {f"{prefix}{key}": value for key, value in record.items()}
+    A key that already starts with the prefix keeps its name (``arcoforge_version``, not
+    ``arcoforge_arcoforge_version``).
 
+    >>> provenance_attrs({"n_inputs": 3, "arcoforge_version": "0.1.0"})
+    {'arcoforge_n_inputs': 3, 'arcoforge_version': '0.1.0'}
+    """
+    return {key if key.startswith(prefix) else f"{prefix}{key}": value for key, value in record.items()}
+
+
+def provenance_from_attrs(attrs: Mapping[str, Any], prefix: str = PROVENANCE_PREFIX) -> dict[str, Any]:
+    """The provenance record written by :func:`provenance_attrs`, read back from a store's attributes.
+
+    Numpy scalars become plain values; ``arcoforge_version`` keeps its name.
+
+    >>> provenance_from_attrs({"arcoforge_n_inputs": 3, "arcoforge_version": "0.1.0", "title": "SST"})
+    {'n_inputs': 3, 'arcoforge_version': '0.1.0'}
+    """
+    record = {}
+    for name, value in attrs.items():
+        if not str(name).startswith(prefix) or name in _NOT_PROVENANCE:
+            continue
+        key = name if name == f"{prefix}version" else name[len(prefix):]
+        record[key] = value.item() if hasattr(value, "item") else value
+    return record
+
+
+# Store attributes with the prefix that are not part of the provenance record.
+_NOT_PROVENANCE = frozenset({"arcoforge_skipped_inputs"})
