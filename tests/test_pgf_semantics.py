@@ -170,6 +170,7 @@ def test_the_alias_answers_pangeo_forge_imports_with_arcoforge(pgf_alias, tmp_pa
     for name, target in MODULES.items():  # every alias has its file in the distribution
         assert importlib.import_module(name) is importlib.import_module(target), name
     assert pangeo_forge_recipes.transforms.StoreToZarr is af.StoreToZarr and XarrayZarrRecipe is af.XarrayZarrRecipe
+    assert pangeo_forge_recipes.__version__.startswith("0.10.8+arcoforge.")
     assert issubclass(OpenURLWithToken, af.OpenURLWithFSSpec)
     del sys.modules["pgf_earthdata_like"]
 

@@ -30,6 +30,16 @@ MODULES = {
     "pangeo_forge_recipes.recipes.xarray_zarr": "arcoforge.recipes.xarray_zarr",
 }
 REAL_DISTRIBUTION = "pangeo-forge-recipes"
+# The pangeo-forge-recipes API the alias answers for: plug-ins that compare ``__version__`` see 0.10.8,
+# and the local part says it is arcoforge.
+API_LEVEL = "0.10.8"
+
+
+def alias_version() -> str:
+    """``pangeo_forge_recipes.__version__`` under the alias, e.g. ``0.10.8+arcoforge.0.1.0``."""
+    from arcoforge import __version__
+
+    return f"{API_LEVEL}+arcoforge.{__version__.replace('+', '.').replace('-', '.')}"
 
 
 class RealPangeoForgeInstalled(ImportError):
