@@ -3,7 +3,7 @@ import changed, reading generated files over local HTTP; each store equals ``ope
 after the recipe's own preprocessing.
 
 The recipes are in tests/pgf_recipes/. One Beam run bakes four of them together; ``arcoforge bake`` bakes the
-fifth (an XarrayZarrRecipe loaded by the recipe loader).
+fifth (an XarrayZarrRecipe loaded by the recipe loader). Each run is one test (``pytest -n 2`` runs each once).
 """
 
 from __future__ import annotations
@@ -67,37 +67,23 @@ def mf(paths, preprocess=None):
                              data_vars="minimal", coords="minimal", compat="override").load()
 
 
-@pytest.fixture(scope="module")
-def baked(tmp_path_factory):
-    """Serve the inputs (one server open, one wanting a token), bake the recipes; yields (target, files, servers)."""
-    root = tmp_path_factory.mktemp("pgf")
-    files = write_inputs(root / "inputs")
+@pytest.fixture
+def served(tmp_path, monkeypatch):
+    """Inputs served by two servers (one open, one wanting a token), and the recipes' environment.
+
+    Each Beam run belongs to one test, so ``pytest -n 2`` never runs one twice.
+    """
+    files = write_inputs(tmp_path / "inputs")
     servers = FileServer().start(), FileServer().start()
     servers[1].token = TOKEN
     for server in servers:
         server.files.update({name: path.read_bytes() for name, path in files.items()})
-    target = root / "target"
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("PGF_TEST_BASE_URL", servers[0].url("").rstrip("/"))
-        env.setenv("PGF_TEST_TOKEN_URL", servers[1].url("").rstrip("/"))
-        env.setenv("PGF_TEST_TOKEN", TOKEN)
-        env.setenv("PGF_TEST_CACHE", str(root / "pgf-cache"))
-        env.setenv("ARCOFORGE_CACHE_DIR", str(root / "default-cache"))
-        modules = {name: load_recipe_module(ported(f"{name}.py", root / "ported"))
-                   for name in ("daily_celsius", "token_merge", "one_file_cached")}
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            modules["legacy_subsets"] = load_recipe_module(ported("legacy_subsets.py", root / "ported"))
-        recipes = {name: module.recipe for name, module in modules.items()}
-        recipes["legacy_subsets"] = recipes["legacy_subsets"].to_beam("legacy-subsets")
-        with af.use_runtime_defaults(target_root=str(target)):
-            af.run_local(AllOf(recipes))
-        legacy = ported("legacy_chunks.py", root / "ported")
-        with warnings.catch_warnings(record=True) as caught_bake:
-            warnings.simplefilter("always")
-            af_bake(legacy, target)
-        modules["legacy_chunks"] = load_recipe_module(legacy)  # its functions, for the expected dataset
-    yield target, files, servers, modules, caught + caught_bake
+    monkeypatch.setenv("PGF_TEST_BASE_URL", servers[0].url("").rstrip("/"))
+    monkeypatch.setenv("PGF_TEST_TOKEN_URL", servers[1].url("").rstrip("/"))
+    monkeypatch.setenv("PGF_TEST_TOKEN", TOKEN)
+    monkeypatch.setenv("PGF_TEST_CACHE", str(tmp_path / "pgf-cache"))
+    monkeypatch.setenv("ARCOFORGE_CACHE_DIR", str(tmp_path / "default-cache"))
+    yield tmp_path, files, servers
     for server in servers:
         server.stop()
 
@@ -120,37 +106,55 @@ class AllOf(beam.PTransform):
         return tuple(root | name >> recipe for name, recipe in self.recipes.items())
 
 
-def test_a_010_recipe_with_its_own_preprocessing_transform(baked):
-    target, files, _, modules, _ = baked
+def test_010_and_08_recipes_run_with_only_the_import_changed(served):
+    root, files, servers = served
+    modules = {name: load_recipe_module(ported(f"{name}.py", root / "ported"))
+               for name in ("daily_celsius", "token_merge", "one_file_cached")}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        modules["legacy_subsets"] = load_recipe_module(ported("legacy_subsets.py", root / "ported"))
+    recipes = {name: module.recipe for name, module in modules.items()}
+    recipes["legacy_subsets"] = recipes["legacy_subsets"].to_beam("legacy-subsets")
+    target = root / "target"
+    with af.use_runtime_defaults(target_root=str(target)):
+        af.run_local(AllOf(recipes))  # one Beam run bakes the four
+    check_daily_celsius(target, files, modules["daily_celsius"])
+    check_token_merge(target, files, servers[1])
+    check_one_file_cached(target, files, root / "pgf-cache")
+    check_legacy_subsets(target, files, caught)
+
+
+def check_daily_celsius(target, files, module):
+    """0.10: a custom preprocessing transform annotated with Indexed[T], a zarr-2 annotated check."""
     store = xr.open_zarr(target / "daily-celsius.zarr")
-    expected = mf([files[f"tas_{i:02d}.nc"] for i in range(6)], modules["daily_celsius"].to_celsius)
+    expected = mf([files[f"tas_{i:02d}.nc"] for i in range(6)], module.to_celsius)
     xr.testing.assert_allclose(store.load(), expected)
     assert store["tas"].attrs["units"] == "degC" and "elevation" in store.coords
     assert store["time"].encoding["chunks"][0] >= 12  # one chunk (with room for appends)
     assert store["tas"].encoding["chunks"][0] == 4
 
 
-def test_a_010_recipe_with_secrets_a_merge_dim_and_no_file_type(baked):
-    target, files, servers, _, _ = baked
+def check_token_merge(target, files, token_server):
+    """0.10: query-string secrets, a merge dimension, no file type, dynamic chunks, attrs."""
     store = xr.open_zarr(target / "token-merge.zarr")
     expected = xr.merge([mf([files[f"{v}_{i:02d}.nc"] for i in range(6)]) for v in ("tas", "pr")])
     xr.testing.assert_allclose(store.load(), expected)
     assert store["pr"].encoding["chunks"][0] == 3  # from dynamic_chunking_fn
     assert store.attrs["produced_by"] == "a pangeo-forge recipe"
     assert TOKEN not in repr(store.attrs)
-    assert servers[1].seen_queries and all(q == f"token={TOKEN}" for q in servers[1].seen_queries)
+    assert token_server.seen_queries and all(q == f"token={TOKEN}" for q in token_server.seen_queries)
 
 
-def test_a_010_recipe_of_one_file_opened_through_a_cache_target(baked):
-    target, files, servers, _, _ = baked
+def check_one_file_cached(target, files, cache_folder):
+    """0.10: a one-file pattern, open_url through a CacheFSSpecTarget, `with f as fp`, MapWithConcurrencyLimit."""
     store = xr.open_zarr(target / "climatology.zarr")
     expected = xr.open_dataset(files["climatology.nc"], engine="scipy").rename({"clim": "tas_climatology"})
     xr.testing.assert_allclose(store.load(), expected)
-    assert len(os.listdir(target.parent / "pgf-cache")) == 1  # the CacheFSSpecTarget the recipe named
+    assert len(os.listdir(cache_folder)) == 1  # the CacheFSSpecTarget the recipe named
 
 
-def test_an_08_recipe_cutting_inputs_and_merging_variables(baked):
-    target, files, _, _, caught = baked
+def check_legacy_subsets(target, files, caught):
+    """0.8: subset_inputs, a merge dimension, copy_input_to_local_file, coordinates chunked like the data."""
     store = xr.open_zarr(target / "legacy-subsets.zarr")
     expected = xr.merge([mf([files[f"{v}_{i:02d}.nc"] for i in range(3)]) for v in ("tas", "pr")])
     xr.testing.assert_allclose(store.load(), expected)
@@ -159,12 +163,16 @@ def test_an_08_recipe_cutting_inputs_and_merging_variables(baked):
     assert any("consolidate_zarr=False" in str(w.message) for w in caught)
 
 
-def test_an_08_recipe_baked_by_arcoforge_bake(baked):
-    target, files, _, _, caught = baked
-    store = xr.open_zarr(target / "recipe.zarr")
-    legacy = baked[3]["legacy_chunks"]
-    expected = legacy.as_float32(mf([files[f"tas_{i:02d}.nc"] for i in range(6)],
-                                    lambda ds: legacy.drop_elevation(ds, "tas.nc")))
+def test_an_08_recipe_baked_by_arcoforge_bake(served):
+    root, files, _ = served
+    legacy = ported("legacy_chunks.py", root / "ported")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        af_bake(legacy, root / "target")
+    module = load_recipe_module(legacy)  # its functions, for the expected dataset
+    store = xr.open_zarr(root / "target" / "recipe.zarr")
+    expected = module.as_float32(mf([files[f"tas_{i:02d}.nc"] for i in range(6)],
+                                    lambda ds: module.drop_elevation(ds, "tas.nc")))
     xr.testing.assert_allclose(store.load(), expected)
     assert store["tas"].dtype == np.float32 and "elevation" not in store
     assert store["tas"].encoding["chunks"] == (4, 2, 5)  # two inputs a chunk; lat from target_chunks
