@@ -160,6 +160,7 @@ def check_legacy_subsets(target, files, caught):
     xr.testing.assert_allclose(store.load(), expected)
     assert store["tas"].encoding["chunks"][0] == 1  # two steps a file, cut in two
     assert store["time"].encoding["chunks"] == (1,)  # consolidate_dimension_coordinates=False
+    assert store["tas"].encoding["scale_factor"] == 0.01  # delete_input_encoding=False: the packing is kept
     assert any("consolidate_zarr=False" in str(w.message) for w in caught)
 
 
@@ -175,6 +176,7 @@ def test_an_08_recipe_baked_by_arcoforge_bake(served):
                                     lambda ds: module.drop_elevation(ds, "tas.nc")))
     xr.testing.assert_allclose(store.load(), expected)
     assert store["tas"].dtype == np.float32 and "elevation" not in store
+    assert "scale_factor" not in store["tas"].encoding  # delete_input_encoding=True: the packing is dropped
     assert store["tas"].encoding["chunks"] == (4, 2, 5)  # two inputs a chunk; lat from target_chunks
     assert store.attrs["input_format"] == "nc"  # process_input was given the input URL
     lock = [w for w in caught if issubclass(w.category, ObsoleteArgumentWarning) and "lock_timeout" in str(w.message)]

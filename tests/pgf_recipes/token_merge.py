@@ -28,7 +28,7 @@ def time_chunks(template_ds, steps_per_chunk):
 
 recipe = (
     beam.Create(pattern.items())
-    | OpenURLWithFSSpec(secrets=pattern.query_string_secrets, max_concurrency=2, fsspec_sync_patch=False)
+    | OpenURLWithFSSpec(secrets=pattern.query_string_secrets, max_concurrency=2, fsspec_sync_patch=True)
     | OpenWithXarray()
     | StoreToZarr(
         store_name="token-merge.zarr",
