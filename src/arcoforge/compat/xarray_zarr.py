@@ -13,7 +13,8 @@ options. :class:`XarrayZarrRecipe` keeps that object and its arguments, and
 ``arcoforge bake`` runs a module-level ``recipe = XarrayZarrRecipe(...)``
 directly (the recipe id names the store, ``<id>.zarr``, unless
 ``storage_config.target`` names one). Arguments that no longer mean anything
-(locks, metadata caches) are accepted with an :class:`ObsoleteArgumentWarning`.
+(``lock_timeout``, ``open_input_with_kerchunk``, ``consolidate_zarr=False``)
+are accepted with an :class:`ObsoleteArgumentWarning`.
 """
 
 from __future__ import annotations
@@ -54,9 +55,10 @@ class XarrayZarrRecipe:
     combined chunk; ``xarray_open_kwargs`` open the inputs and
     ``xarray_concat_kwargs`` combine them; ``delete_input_encoding`` drops the
     inputs' encodings. ``cache_inputs=True`` caches inputs (arcoforge's cache);
-    ``copy_input_to_local_file`` opens local copies. The store is always
-    consolidated with its 1-D coordinates in one chunk; ``zarr_format`` is 3
-    unless set to 2 (0.8 wrote Zarr 2).
+    ``copy_input_to_local_file`` opens local copies. The store's metadata is
+    always consolidated; ``consolidate_dimension_coordinates=False`` chunks its
+    1-D coordinates like the data. ``zarr_format`` is 3 unless set to 2 (0.8
+    wrote Zarr 2). The mapping is in docs/porting.md.
     """
 
     file_pattern: FilePattern
