@@ -30,8 +30,13 @@ logger = logging.getLogger(__name__)
 
 
 def _prepare_or_skip(element: tuple[Index, str], settings: dict[str, Any], skip: bool,
-                     progress_dir: str | None) -> tuple[Index, Any]:
-    """Fetch one input (see :func:`~arcoforge.openers.prepare_input`); with ``skip``, a failure is a record."""
+                     progress_dir: str | None, sync_patch: bool = False) -> tuple[Index, Any]:
+    """Fetch one input (see :func:`~arcoforge.openers.prepare_input`); with ``skip``, a failure is a record.
+
+    ``sync_patch``: apply pangeo-forge's ``fsspec_sync_patch`` in this (worker) process first.
+    """
+    if sync_patch:
+        apply_fsspec_sync_patch()
     index, url = element
     count("inputs_found")
     try:
@@ -156,12 +161,11 @@ class OpenURLWithFSSpec(beam.PTransform):
     def expand(self, pcoll: beam.PCollection) -> beam.PCollection:
         context = resolve_context(self.context)
         settings = self._settings(context)
-        if self.fsspec_sync_patch:
-            apply_fsspec_sync_patch()
         lanes = settings["max_concurrency"]
         concurrency_slots(lanes)  # checks the value now rather than on a worker
         on_error = check_on_error(context.choose("on_error", self.on_error))
-        prepare = dict(settings=settings, skip=on_error == "skip", progress_dir=context.progress_dir)
+        prepare = dict(settings=settings, skip=on_error == "skip", progress_dir=context.progress_dir,
+                       sync_patch=self.fsspec_sync_patch)
         if lanes:
             sources = (
                 pcoll

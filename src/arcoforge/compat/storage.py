@@ -151,12 +151,13 @@ def apply_fsspec_sync_patch() -> None:
     """Read HTTP synchronously when the optional ``httpfs_sync`` package is installed (pangeo-forge's patch).
 
     Without it, nothing changes: arcoforge's own reader of remote inputs is
-    synchronous and retried already, which is what the patch was for.
+    synchronous and retried already, which is what the patch was for. Called
+    once per input (cheap: the import is cached, and re-registering is idempotent).
     """
     try:
         from httpfs_sync.core import SyncHTTPFileSystem  # type: ignore[import-not-found]
     except ImportError:
-        logger.info("fsspec_sync_patch: httpfs_sync is not installed; inputs are read as usual")
+        logger.debug("fsspec_sync_patch: httpfs_sync is not installed; inputs are read as usual")
         return
     SyncHTTPFileSystem.overwrite_async_registration()
 
