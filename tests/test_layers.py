@@ -174,7 +174,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("Beam shell", ("beam", "compat.concurrency", "compat.xarray_zarr_beam")),
     ("public API", ("transforms",)),
     ("runners", ("runtime.runners", "runtime.workers", "runtime.dask_runner", "runtime.pipeline_options")),
-    ("service", ("config", "feedstock", "feedstock_meta", "lint", "bake", "demo", "cli_args", "cli",
+    ("service", ("config", "feedstock", "feedstock_meta", "lint", "bake", "demo", "history", "cli_args", "cli",
                  "compat.xarray_zarr", "recipes")),
 ]
 # Imports that go up a layer today, each with the reason it has not moved yet.

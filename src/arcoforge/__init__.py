@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from .beam.preprocess import Preprocess
     from .beam.stac import WriteSTAC
     from .beam.store import StoreToZarr
+    from .beam.icechunk import StoreToIcechunk
+    from .beam.virtual import OpenWithKerchunk, WriteCombinedReference, WriteVirtualIcechunk
     from .compat.concurrency import MapWithConcurrencyLimit
     from .compat.storage import CacheFSSpecTarget, FlatFSSpecTarget, FSSpecTarget
     from .compat.xarray_zarr import XarrayZarrRecipe
@@ -79,6 +81,10 @@ _PUBLIC = {
     "OpenWithXarray": "beam.open",
     "Preprocess": "beam.preprocess",
     "StoreToZarr": "beam.store",
+    "StoreToIcechunk": "beam.icechunk",
+    "OpenWithKerchunk": "beam.virtual",
+    "WriteCombinedReference": "beam.virtual",
+    "WriteVirtualIcechunk": "beam.virtual",
     "WriteSTAC": "beam.stac",
     # pangeo-forge-recipes compatibility (docs/porting.md)
     "CacheFSSpecTarget": "compat.storage",

@@ -44,7 +44,6 @@ def read_existing(url: str, append_dim: str, storage_options: Mapping[str, Any] 
     ``state`` is the store's state the caller holds already (the planning bake's).
     """
     import fsspec
-    import zarr
 
     from .io.zarr_store import open_store
 
@@ -59,11 +58,22 @@ def read_existing(url: str, append_dim: str, storage_options: Mapping[str, Any] 
                 f"cannot append to {url}: its bake did not complete; run that bake again (it resumes) first"
             )
         return None
-    ds = xr.open_zarr(url, storage_options=dict(storage_options or {}) or None, chunks=None)
+    store = open_store(url, storage_options, read_only=True)
+    return describe_existing(url, store, append_dim, state.ingested(), complete.get("lengths", {}).get(append_dim))
+
+
+def describe_existing(url: str, store: Any, append_dim: str, ingested: Iterable[str],
+                      length: int | None = None) -> ExistingStore:
+    """What an append needs to know of the complete store open as ``store`` (any zarr store: a path's,
+    an Icechunk session's); ``ingested`` are the inputs it holds, ``length`` its length along ``append_dim``
+    when it has room beyond it."""
+    import zarr
+
+    ds = xr.open_zarr(store, chunks=None, consolidated=False)
     if append_dim not in ds.dims:
         raise SchemaError(f"cannot append along {append_dim!r}: {url} has dimensions {sorted(map(str, ds.dims))}")
-    length = int(complete.get("lengths", {}).get(append_dim, ds.sizes[append_dim]))
-    group = zarr.open_group(store=open_store(url, storage_options), mode="r")
+    length = int(length if length is not None else ds.sizes[append_dim])
+    group = zarr.open_group(store=store, mode="r")
     variables, chunks, shards = {}, {}, {}
     for name, variable in ds.variables.items():
         variables[str(name)] = (tuple(map(str, variable.dims)), variable.dtype, _cf_encoding(variable))
@@ -71,7 +81,6 @@ def read_existing(url: str, append_dim: str, storage_options: Mapping[str, Any] 
         chunks[str(name)] = tuple(array.chunks)
         shards[str(name)] = tuple(array.shards) if array.shards else None
     coordinate = np.asarray(ds[append_dim].values[:length]) if append_dim in ds.variables else None
-    ingested = state.ingested()
     return ExistingStore(url, append_dim, length, {str(k): int(v) for k, v in ds.sizes.items()}, variables,
                          chunks, shards, coordinate, list(ingested))
 

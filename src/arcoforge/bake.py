@@ -261,7 +261,12 @@ def _bake_recipe(ref: Any, config: Any, events: Events, *, prune: int | None, dr
             reporter = ProgressReporter(progress_dir)
         try:
             # A dry run (Dataflow's: the job is built, not run) writes nothing, so it takes no lease.
-            with _leases_kept([] if dry_run else outcome.stores, owner, config.target_storage_options or None, lease_ttl,
+            # Icechunk stores need no lease: their branch moves by compare-and-swap (see arcoforge.core.icechunk_bake).
+            from .beam.icechunk import StoreToIcechunk
+
+            leased = [url for url, step in store_steps(pipeline, config.target_root)
+                      if not isinstance(step, StoreToIcechunk)]
+            with _leases_kept([] if dry_run else leased, owner, config.target_storage_options or None, lease_ttl,
                               break_lease), reporter as progress:
                 result = pipeline.run()
                 state = result.wait_until_finish()

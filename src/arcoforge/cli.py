@@ -8,7 +8,7 @@ line for each event, the last one ``{"event": "result", ...}``.
 
 Commands: ``bake`` (a feedstock folder, a recipe file, or ``--repo URL --ref REF``),
 ``lint``, ``expand-meta`` (recipe ids and their stores, ``--json`` for bots),
-``stac write`` / ``stac validate``, ``demo``. The arguments and the conventions
+``stac write`` / ``stac validate``, ``demo``, ``history`` (an Icechunk store's snapshots). The arguments and the conventions
 they share (``--version``, ``-v``/``-q`` anywhere, no abbreviations) are
 built in :mod:`arcoforge.cli_args`.
 """
@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .bake import BakeReport, bake
+from .history import run_history
 from .errors import EXIT_CODES, EXIT_INFRASTRUCTURE, EXIT_INPUT, EXIT_OK, EXIT_RECIPE, EXIT_UNEXPECTED
 from .runtime.events import Events
 
@@ -238,7 +239,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"bake": _cmd_bake, "lint": _cmd_lint, "expand-meta": _cmd_expand_meta, "demo": _cmd_demo,
-            "stac validate": _cmd_stac_validate, "stac write": _cmd_stac_write}
+            "stac validate": _cmd_stac_validate, "stac write": _cmd_stac_write, "history": run_history}
 
 
 def build_parser() -> argparse.ArgumentParser:

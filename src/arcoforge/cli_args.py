@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"arcoforge {__version__}")
     _verbosity(parser, top=True)
     parser.set_defaults(parser=parser, stac_command=None)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{bake,lint,expand-meta,stac,demo}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{bake,lint,expand-meta,stac,demo,history}")
 
     _bake_arguments(_subparser(sub, "bake", "bake a feedstock or a recipe file on a Beam runner"))
 
@@ -143,6 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--workdir", default="arcoforge-demo", help="where inputs and stores go")
     demo.add_argument("--days", type=int, default=90, help="number of daily files (default 90)")
     demo.add_argument("--num-workers", type=int, default=1, help="local worker processes (default 1)")
+
+    from .history import HELP, add_history_arguments  # (Icechunk stores; arcoforge.history runs it)
+
+    add_history_arguments(_subparser(sub, "history", HELP))
     return parser
 
 

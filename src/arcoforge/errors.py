@@ -85,3 +85,19 @@ def describe_input(index: object, url: object | None) -> str:
     """How messages name one input: its URL and its place in the pattern."""
     where = f"pattern index {index!r}"
     return f"{url} ({where})" if url else where
+
+
+def require_package(module: str, extra: str, step: str) -> None:
+    """Fail when the pipeline is built, not in a worker, if ``step`` needs an optional package not installed.
+
+    >>> require_package("json", "none", "a step")
+    >>> require_package("no_such_package_here", "icechunk", "StoreToIcechunk")
+    Traceback (most recent call last):
+    ...
+    arcoforge.errors.RecipeError: StoreToIcechunk needs the no_such_package_here package: \
+pip install 'arcoforge[icechunk]' (arcoforge:recipe)
+    """
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise RecipeError(f"{step} needs the {module} package: pip install 'arcoforge[{extra}]'")

@@ -236,7 +236,10 @@ def lint_recipe(ref: RecipeRef) -> list[Problem]:
                                         "in the module to allow it"))
     input_dims = {dim for index, _ in items[:1] for dim in index}
     stores = [t for t in transforms if isinstance(t, StoreToZarr)]
-    if not stores:
+    from .beam.virtual import WriteCombinedReference, WriteVirtualIcechunk
+
+    writes_references = any(isinstance(t, (WriteCombinedReference, WriteVirtualIcechunk)) for t in transforms)
+    if not stores and not writes_references:
         problems.append(_warning(where, "has no StoreToZarr step: a bake writes no store arcoforge knows of"))
     problems.extend(check_local_inputs(items, where))
     first_dims = _first_input_dims(items)

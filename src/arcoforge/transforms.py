@@ -19,7 +19,8 @@ gives explicitly win over the context's, unless the bake names them in ``overrid
 whose default is :class:`RequiredAtRuntimeDefault` (``StoreToZarr.target_root``) is filled at run time.
 
 Also here, as in ``pangeo_forge_recipes.transforms``: ``Indexed`` and ``T``
-(``Indexed[X]`` is ``Tuple[Index, X]``) and ``MapWithConcurrencyLimit``.
+(``Indexed[X]`` is ``Tuple[Index, X]``), ``MapWithConcurrencyLimit``, and the virtual
+outputs' ``OpenWithKerchunk`` and ``WriteCombinedReference`` (see docs/outputs.md).
 Importing this module gives zarr 3 the annotation-only ``zarr.storage.FSStore``
 that 0.10's example recipes annotate with (see :mod:`arcoforge.compat.zarr2_names`).
 """
@@ -31,6 +32,7 @@ from .beam.open import OpenURLWithFSSpec, OpenWithXarray
 from .beam.preprocess import Preprocess
 from .beam.stac import WriteSTAC
 from .beam.store import StoreToZarr
+from .beam.virtual import OpenWithKerchunk, WriteCombinedReference
 from .compat.concurrency import MapWithConcurrencyLimit
 from .compat.types import Indexed, T
 from .compat.zarr2_names import provide_zarr2_annotation_names
@@ -46,9 +48,11 @@ __all__ = [
     "ConsolidateDimensionCoordinates",
     "ConsolidateMetadata",
     "OpenURLWithFSSpec",
+    "OpenWithKerchunk",
     "OpenWithXarray",
     "Preprocess",
     "RequiredAtRuntimeDefault",
     "StoreToZarr",
+    "WriteCombinedReference",
     "WriteSTAC",
 ]

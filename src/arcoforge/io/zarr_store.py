@@ -66,8 +66,11 @@ def read_documents(url: str, names: Iterable[str], zarr_format: int,
 
 
 def planned_array(url: str, name: str, documents: Mapping[str, bytes], zarr_format: int,
-                  storage_options: dict | None = None) -> zarr.Array:
-    """Array ``name`` of the store at ``url`` as ``documents`` describe it, whatever the store publishes yet."""
+                  storage_options: dict | None = None, store: Any = None) -> zarr.Array:
+    """Array ``name`` of the store at ``url`` as ``documents`` describe it, whatever the store publishes yet.
+
+    ``store`` is an already open zarr store to use instead of ``url``'s (an Icechunk session's).
+    """
     from zarr.core.array import AsyncArray
     from zarr.core.metadata import ArrayV2Metadata, ArrayV3Metadata
     from zarr.storage import StorePath
@@ -77,7 +80,7 @@ def planned_array(url: str, name: str, documents: Mapping[str, bytes], zarr_form
     else:
         attributes = json.loads(documents.get(f"{name}/.zattrs", b"{}"))
         metadata = ArrayV2Metadata.from_dict({**json.loads(documents[f"{name}/.zarray"]), "attributes": attributes})
-    store_path = StorePath(open_store(url, storage_options), name)
+    store_path = StorePath(store if store is not None else open_store(url, storage_options), name)
     return zarr.Array(AsyncArray(metadata, store_path)).with_config({"write_empty_chunks": True})
 
 
@@ -138,16 +141,18 @@ def publish_bake(state: StoreState, plan: "StorePlan", plan_fingerprint: str) ->
     checkpoint("bake.complete")
 
 
-def write_region(plan: "StorePlan", name: str, region: tuple[slice, ...], values: np.ndarray) -> int:
+def write_region(plan: "StorePlan", name: str, region: tuple[slice, ...], values: np.ndarray,
+                 store: Any = None) -> int:
     """Encode an assembled region of whole chunks (or shards) and write it; returns bytes written.
 
     The array is opened from the plan's metadata documents, not from the store,
     whose published metadata still describes the old store (or none).
+    ``store`` is an open zarr store to write to instead of the plan's URL (an Icechunk session's).
     """
     encoded = encode_variable(name, values, plan.schema.variables[name])
     # Every chunk is written, even one of fill values only: no scan for emptiness (it cost
     # a tenth of a bake), and a chunk that is missing always means it was never written.
-    array = planned_array(plan.url, name, plan.documents, plan.zarr_format, plan.storage_options)
+    array = planned_array(plan.url, name, plan.documents, plan.zarr_format, plan.storage_options, store)
     data = np.asarray(encoded.values)
     if data.dtype != array.dtype:
         data = data.astype(array.dtype)

@@ -19,6 +19,7 @@ import xarray as xr
 from .catalog_io import read_json, resolve_href
 from .collection import (LEGACY_OPEN_KWARGS_FIELD, OPEN_KWARGS_FIELD, STORAGE_OPTIONS_FIELD, ZARR_ASSET_KEY,
                          ZARR_MEDIA_TYPE)
+from .icechunk import ICECHUNK_MEDIA_TYPE, open_icechunk_asset
 
 
 def open_dataset_from_collection(
@@ -50,7 +51,8 @@ def open_dataset_from_collection(
     name = location or f"collection {document.get('id')!r}"
     assets = document.get("assets") or {}
     if asset_key is None:
-        zarr_assets = [k for k, a in assets.items() if a.get("type") in (ZARR_MEDIA_TYPE, "application/vnd+zarr")]
+        zarr_assets = [k for k, a in assets.items()
+                       if a.get("type") in (ZARR_MEDIA_TYPE, "application/vnd+zarr", ICECHUNK_MEDIA_TYPE)]
         asset_key = ZARR_ASSET_KEY if ZARR_ASSET_KEY in assets else (zarr_assets[0] if len(zarr_assets) == 1 else None)
         if asset_key is None:
             raise ValueError(
@@ -58,6 +60,8 @@ def open_dataset_from_collection(
     if asset_key not in assets:
         raise KeyError(f"{name} has no asset {asset_key!r}; its assets are {sorted(assets)}")
     asset = assets[asset_key]
+    if asset.get("type") == ICECHUNK_MEDIA_TYPE:
+        return open_icechunk_asset(asset, resolve_href(str(asset["href"]), location), storage_options, **open_kwargs)
     kwargs: dict[str, Any] = {}
     if "zarr:consolidated" in asset:
         kwargs["consolidated"] = asset["zarr:consolidated"]

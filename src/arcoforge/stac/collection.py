@@ -153,6 +153,7 @@ def build_collection(
     providers: Sequence[Mapping[str, Any] | str] | None = None,
     keywords: Sequence[str] | str | None = None,
     reader_storage_options: Mapping[str, Any] | None = None,
+    asset: pystac.Asset | None = None,
 ) -> pystac.Collection:
     """A STAC 1.1.0 Collection describing the Zarr store at ``store_url``.
 
@@ -166,13 +167,15 @@ def build_collection(
     the published data need besides (``{"anon": True}`` for a public bucket),
     public options only. The asset href is absolute here; :func:`write_collection`
     makes it portable.
-    ``dataset`` may be given when the store is already open.
+    ``dataset`` may be given when the store is already open. ``asset`` (with
+    ``dataset``) replaces the Zarr asset, for stores that are not a plain Zarr
+    folder (an Icechunk repository, see :mod:`arcoforge.stac.icechunk`).
     """
     collection_id = _check_collection_id(collection_id)
     store_url = str(store_url)
     meta = dict(metadata or {})
     meta_provenance = meta.get("provenance") if isinstance(meta.get("provenance"), Mapping) else {}
-    info = inspect_zarr_store(store_url, storage_options)
+    info = inspect_zarr_store(store_url, storage_options) if asset is None else None
     ds = dataset if dataset is not None else open_store_dataset(store_url, storage_options, info.consolidated)
 
     coords = find_coordinates(ds)
@@ -208,6 +211,23 @@ def build_collection(
     collection.stac_extensions = [url for url in collection.stac_extensions if "/datacube/" not in url]
     collection.stac_extensions.append(DATACUBE_EXTENSION)
 
+    extensions = [ZARR_EXTENSION]
+    if asset is None:
+        asset = _zarr_asset(store_url, info, storage_options, reader_storage_options)
+        extensions.append(XARRAY_EXTENSION)
+    collection.add_asset(ZARR_ASSET_KEY, asset)
+    for extension in extensions:
+        if extension not in collection.stac_extensions:
+            collection.stac_extensions.append(extension)
+    if provenance:
+        collection.extra_fields[PROVENANCE_FIELD] = dict(provenance)
+    return collection
+
+
+
+def _zarr_asset(store_url: str, info: Any, storage_options: dict | None,
+                reader_storage_options: Mapping[str, Any] | None) -> pystac.Asset:
+    """The asset of a plain Zarr store: where it is and how xarray opens it."""
     href = public_url(_absolute_href(store_url))
     extra_fields: dict[str, Any] = {
         "zarr:zarr_format": info.zarr_format,
@@ -218,7 +238,7 @@ def build_collection(
     public_options = reader_options(storage_options, reader_storage_options)
     if public_options and "://" in href and not href.startswith("file://"):
         extra_fields[STORAGE_OPTIONS_FIELD] = public_options
-    collection.add_asset(ZARR_ASSET_KEY, pystac.Asset(
+    return pystac.Asset(
         href=href,
         title=f"Zarr store {href.rstrip('/').rsplit('/', 1)[-1]}",
         description="Open with xarray.open_dataset(href, engine='zarr', **xarray:open_kwargs, "
@@ -226,21 +246,19 @@ def build_collection(
         media_type=ZARR_MEDIA_TYPE,
         roles=["data"],
         extra_fields=extra_fields,
-    ))
-    for extension in (ZARR_EXTENSION, XARRAY_EXTENSION):
-        if extension not in collection.stac_extensions:
-            collection.stac_extensions.append(extension)
-    if provenance:
-        collection.extra_fields[PROVENANCE_FIELD] = dict(provenance)
-    return collection
-
+    )
 
 
 def collection_id_for(store_url: str) -> str:
-    """The default collection id of a store: its name without ``.zarr``.
+    """The default collection id of a store: its name without ``.zarr`` (or ``.icechunk``).
 
     >>> collection_id_for("s3://bucket/out/daily-sst.zarr/")
     'daily-sst'
+    >>> collection_id_for("/stores/daily-sst.icechunk")
+    'daily-sst'
     """
     name = str(store_url).rstrip("/").rsplit("/", 1)[-1]
-    return name[: -len(".zarr")] if name.endswith(".zarr") else name
+    for suffix in (".zarr", ".icechunk"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name

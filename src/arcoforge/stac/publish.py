@@ -138,11 +138,19 @@ def write_store_collection(
     Validation is offline, against ``schemas_dir``, else
     ``$ARCOFORGE_STAC_SCHEMAS``, else the schemas shipped with arcoforge. An invalid
     document is an :class:`~arcoforge.errors.ArcoforgeError` naming the failing fields.
-    Returns the collection's path.
+    Returns the collection's path. An Icechunk repository's collection
+    describes its ``main`` branch as it is now, and records that snapshot's id
+    (see :mod:`arcoforge.stac.icechunk`).
     """
     from ..errors import ArcoforgeError
+    from .icechunk import icechunk_asset, is_icechunk, open_icechunk_dataset
 
-    dataset = open_store_dataset(store_url, storage_options)
+    asset = None
+    if is_icechunk(store_url, storage_options):
+        dataset, snapshot, containers = open_icechunk_dataset(store_url, storage_options)
+        asset = icechunk_asset(store_url, snapshot, "main", storage_options, containers)
+    else:
+        dataset = open_store_dataset(store_url, storage_options)
     record = store_provenance(dataset.attrs, provenance)
     collection = build_collection(
         store_url,
@@ -151,6 +159,7 @@ def write_store_collection(
         storage_options=storage_options,
         provenance=record or None,
         dataset=dataset,
+        asset=asset,
         license=license,
         reader_storage_options=reader_storage_options,
     )
