@@ -150,7 +150,8 @@ def test_gzipped_inputs_with_query_string_secrets_and_no_cache(served_archive, t
         server.files[f"d{i}.nc.gz"] = gzip.compress(server.files[f"d{i}.nc"])
     pattern = af.FilePattern(lambda time: server.url(f"d{time}.nc.gz"), af.ConcatDim("time", [0, 1, 2]),
                              query_string_secrets={"token": server.token})
-    af.run_local(recipe(pattern, str(tmp_path), store_name="gz.zarr"))
+    af.run_local(recipe(pattern, str(tmp_path), store_name="gz.zarr",
+                        opener=af.OpenURLWithFSSpec(secrets=pattern.query_string_secrets)))
     xr.testing.assert_equal(xr.open_zarr(tmp_path / "gz.zarr").load(), reference(paths[:3]))
 
     # Read over the network while the write tasks run, without a cache: still retried.
@@ -158,7 +159,7 @@ def test_gzipped_inputs_with_query_string_secrets_and_no_cache(served_archive, t
                              query_string_secrets={"token": server.token})
     server.fail("d4.nc", 503)
     af.run_local(recipe(pattern, str(tmp_path), store_name="direct.zarr",
-                        opener=af.OpenURLWithFSSpec(cache=False, retries=FAST)))
+                        opener=af.OpenURLWithFSSpec(cache=False, retries=FAST, secrets=pattern.query_string_secrets)))
     actual = xr.open_zarr(tmp_path / "direct.zarr").load()
     xr.testing.assert_equal(actual, reference(paths[3:5]))
     assert all(server.token not in str(v) for v in actual.attrs.values())

@@ -16,11 +16,12 @@ def nc_file(tmp_path):
     return str(path)
 
 
-def test_local_paths_stay_paths_and_remote_urls_become_open_files(nc_file):
-    assert open_url(nc_file) == nc_file
-    assert open_url("file://" + nc_file) == nc_file
+def test_open_url_gives_open_files_like_pangeo_forge(nc_file):
+    # pangeo-forge-recipes 0.10: an fsspec OpenFile for any URL, local ones too.
+    assert isinstance(open_url(nc_file), fsspec.core.OpenFile)
     assert isinstance(open_url("memory://x/y.nc"), fsspec.core.OpenFile)
     assert local_path("s3://bucket/key.nc") is None
+    assert local_path("file://" + nc_file) == nc_file
 
 
 def test_open_records_the_source(nc_file):

@@ -78,13 +78,22 @@ def test_sha256_changes_with_urls_and_not_with_secrets(pattern):
     assert len(pattern.sha256()) == 32
 
 
-def test_query_string_secrets_are_added_to_urls():
+def test_query_string_secrets_stay_out_of_the_patterns_urls():
+    # pangeo-forge-recipes 0.10: OpenURLWithFSSpec(secrets=pattern.query_string_secrets) adds them.
     pattern = FilePattern(
         lambda time: f"https://example.org/{time}.nc?x=1",
         ConcatDim("time", [1]),
         query_string_secrets={"token": "abc"},
     )
-    assert [u for _, u in pattern.items()] == ["https://example.org/1.nc?x=1&token=abc"]
+    assert [u for _, u in pattern.items()] == ["https://example.org/1.nc?x=1"]
+    assert pattern[next(iter(pattern))] == "https://example.org/1.nc?x=1"
+    assert pattern.query_string_secrets == {"token": "abc"}
+
+
+def test_a_pattern_without_combine_dimensions_is_one_file():
+    pattern = FilePattern(lambda: "https://example.org/all.nc")
+    assert list(pattern.items()) == [(Index(), "https://example.org/all.nc")]
+    assert pattern.dims == {} and len(pattern) == 1 and pattern.combine_dim_keys == []
 
 
 def test_pattern_from_file_sequence():
@@ -97,7 +106,6 @@ def test_pattern_from_file_sequence():
 @pytest.mark.parametrize(
     "build, message",
     [
-        (lambda: FilePattern(make_url), "at least one"),
         (lambda: FilePattern(make_url, ConcatDim("time", [])), "no keys"),
         (lambda: FilePattern(make_url, ConcatDim("t", [1]), ConcatDim("t", [2])), "unique"),
         (lambda: FilePattern(make_url, ConcatDim("time", [1]), file_type="netcdf5"), "netcdf5"),

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .errors import ArcoforgeError, InfrastructureError, InputError, RecipeError, SchemaError
     from .io.lease import LeaseError
-    from .patterns import (CombineOp, ConcatDim, Dimension, FilePattern, FileType, Index, MergeDim, Position,
-                           pattern_from_file_sequence)
+    from .patterns import (CombineOp, ConcatDim, Dimension, FilePattern, FileType, Index, IndexedPosition, MergeDim,
+                           Position, pattern_from_file_sequence)
     from .io import InputCache, RetryPolicy
     from .runtime.context import BakeContext, RequiredAtRuntimeDefault, use_runtime_defaults
     from .runtime.runners import run_local
@@ -35,6 +35,9 @@ if TYPE_CHECKING:
     from .beam.store import StoreToZarr
     from .beam.icechunk import StoreToIcechunk
     from .beam.virtual import OpenWithKerchunk, WriteCombinedReference, WriteVirtualIcechunk
+    from .compat.concurrency import MapWithConcurrencyLimit
+    from .compat.storage import CacheFSSpecTarget, FlatFSSpecTarget, FSSpecTarget
+    from .compat.xarray_zarr import XarrayZarrRecipe
 
 
 class _DropBeamImportNoise(logging.Filter):
@@ -64,6 +67,7 @@ _PUBLIC = {
     "FilePattern": "patterns",
     "FileType": "patterns",
     "Index": "patterns",
+    "IndexedPosition": "patterns",
     "MergeDim": "patterns",
     "Position": "patterns",
     "pattern_from_file_sequence": "patterns",
@@ -82,6 +86,12 @@ _PUBLIC = {
     "WriteCombinedReference": "beam.virtual",
     "WriteVirtualIcechunk": "beam.virtual",
     "WriteSTAC": "beam.stac",
+    # pangeo-forge-recipes compatibility (docs/porting.md)
+    "CacheFSSpecTarget": "compat.storage",
+    "FSSpecTarget": "compat.storage",
+    "FlatFSSpecTarget": "compat.storage",
+    "MapWithConcurrencyLimit": "compat.concurrency",
+    "XarrayZarrRecipe": "compat.xarray_zarr",
 }
 
 __all__ = sorted(_PUBLIC)

@@ -116,11 +116,20 @@ def recipes_in_module(module: ModuleType, recipe_id: str | None = None, attr: st
                 f"recipe {name!r} in {module.__file__} is a {type(value).__name__}, "
                 "expected an apache_beam PTransform"
             )
-    return found
+    return {name: _as_transform(value, name) for name, value in found.items()}
 
 
 def _is_recipe(value: Any) -> bool:
-    return isinstance(value, beam.PTransform)
+    """A PTransform, or a recipe object that builds one (pangeo-forge 0.5–0.8's ``XarrayZarrRecipe``)."""
+    from .compat.xarray_zarr import XarrayZarrRecipe
+
+    return isinstance(value, (beam.PTransform, XarrayZarrRecipe))
+
+
+def _as_transform(value: Any, recipe_id: str) -> beam.PTransform:
+    from .compat.xarray_zarr import recipe_transform
+
+    return recipe_transform(value, recipe_id)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -347,7 +356,7 @@ def feedstock_recipes(feedstock: Feedstock, recipe_id: str | None = None) -> dic
                                   "expected an apache_beam PTransform")
             if name in found:
                 raise RecipeError(f"{where}: recipe id {name!r} is given twice")
-            found[name] = RecipeRef(name, transform, module, file, where)
+            found[name] = RecipeRef(name, _as_transform(transform, name), module, file, where)
     if recipe_id is not None:
         if recipe_id not in found:
             raise RecipeError(f"no recipe {recipe_id!r} in {feedstock.meta_path}; recipes found: "
@@ -448,7 +457,9 @@ def pruned_recipe(ref: RecipeRef, nkeep: int) -> beam.PTransform | None:
     if hook is None:
         return None
     recipe = hook(ref.id, nkeep)
-    if not _is_recipe(recipe):
+    if _is_recipe(recipe):
+        recipe = _as_transform(recipe, ref.id)
+    else:
         raise RecipeError(f"{ref.file.name}: {PRUNE_HOOK}({ref.id!r}, {nkeep}) returned a "
                           f"{type(recipe).__name__}, expected an apache_beam PTransform")
     return recipe

@@ -13,7 +13,7 @@ a source that is fetched once into a verified cache, with retries (see
   object that pickles small and reopens wherever a worker needs it, from that
   machine's cache (fetching again if it lacks the input) or from the network.
 
-:func:`open_url` keeps the older behaviour (an :class:`fsspec.core.OpenFile`).
+:func:`open_url` is pangeo-forge-recipes 0.10's (an :class:`fsspec.core.OpenFile`, or a cached copy).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from typing import Any
 import fsspec
 import xarray as xr
 
+from .compat.storage import CacheFSSpecTarget, FSSpecTarget, open_input
 from .errors import InputError, RecipeError, describe_input
 from .features import check_not_only_groups, explain_open_error
 from .patterns import FileType, add_query_string_secrets
@@ -48,7 +49,30 @@ from .io import (
 logger = logging.getLogger(__name__)
 
 
-class CachedPath(str):
+class LocalPath(str):
+    """The path of a local input: a plain ``str`` to the netCDF libraries, and a file like pangeo-forge's.
+
+    pangeo-forge-recipes 0.10 hands on fsspec OpenFiles; code written for it
+    reads them with ``with item as f:`` or ``item.open()``, which work here too.
+    """
+
+    def open(self) -> Any:
+        """The file, opened for reading in binary."""
+        return open(self, "rb")
+
+    def __enter__(self) -> Any:
+        opened = self.open()
+        self.__dict__.setdefault("_opened", []).append(opened)
+        return opened
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.__dict__["_opened"].pop().close()
+
+    def __reduce__(self) -> tuple:
+        return (LocalPath, (str(self),))
+
+
+class CachedPath(LocalPath):
     """The local path of a cached input that remembers the URL it was fetched from.
 
     A plain ``str`` to the netCDF libraries (so they open it by path, fastest);
@@ -105,16 +129,28 @@ def local_path(url: str) -> str | None:
     return None
 
 
-def open_url(url: str, open_kwargs: dict | None = None) -> Source:
-    """Turn an input URL into a source that :func:`open_with_xarray` can read.
+def open_url(
+    url: str,
+    cache: "str | CacheFSSpecTarget | None" = None,
+    secrets: dict | None = None,
+    open_kwargs: dict | None = None,
+    fsspec_sync_patch: bool = False,
+) -> Any:
+    """pangeo-forge-recipes 0.10's ``open_url``: an fsspec file for ``url``, through ``cache`` if given.
 
-    Local paths are returned as they are; other URLs become an fsspec OpenFile
-    opened with ``open_kwargs`` (a pattern's ``fsspec_open_kwargs``).
+    Without ``cache``: an :class:`fsspec.core.OpenFile` (``secrets`` added to the
+    query string, ``open_kwargs`` passed to :func:`fsspec.open`). With a
+    :class:`~arcoforge.compat.storage.CacheFSSpecTarget` (or its URL): the input
+    is copied into it unless a copy of the same size is there, and the cached
+    file is returned opened. Both work as ``with open_url(url) as f:``.
+    :func:`open_with_xarray` reads either.
     """
-    path = local_path(url)
-    if path is not None and not open_kwargs:
-        return path
-    return fsspec.open(url, mode="rb", **(open_kwargs or {}))
+    if cache is not None and not isinstance(cache, FSSpecTarget):  # a path or URL
+        cache = CacheFSSpecTarget.from_url(os.fspath(cache))
+    if cache is None:
+        return open_input(url, secrets, fsspec_sync_patch, **(open_kwargs or {}))
+    cache.cache_file(url, secrets, fsspec_sync_patch, **(open_kwargs or {}))
+    return cache.open_file(url, mode="rb")
 
 
 def resolve_cache(cache: "str | InputCache | bool | None", storage_options: dict | None = None) -> InputCache | None:
@@ -166,7 +202,7 @@ def prepare_input(
     compression = infer_compression(url, compression)
     path = local_path(url)
     if path is not None and compression is None:
-        return path
+        return LocalPath(path)
     options = merge_options(options_for(url, storage_options), fs_options)
     name = public_name(url)
     register_secrets(secret_values(options, [url], (secrets or {}).values()))
@@ -191,11 +227,23 @@ def _source_name(source: Source) -> str:
         return source.name
     if isinstance(source, fsspec.core.OpenFile):
         return public_name(source.full_name if hasattr(source, "full_name") else source.path)
+    if is_file_object(source):
+        return public_name(str(getattr(source, "full_name", None) or getattr(source, "path", None)
+                               or getattr(source, "name", None) or repr(source)))
     return str(source)
 
 
-def _copy_to_local(source: "fsspec.core.OpenFile | RemoteInput") -> str:
-    """A local path holding the input: its cache entry when local, else a temporary copy."""
+def is_file_object(source: Any) -> bool:
+    """Whether ``source`` is an opened, readable file (what ``open_url`` with a cache returns)."""
+    return not isinstance(source, str) and callable(getattr(source, "read", None)) and callable(
+        getattr(source, "seek", None))
+
+
+def _copy_to_local(source: Any) -> str:
+    """A local path holding the input: its cache entry when local, else a temporary copy.
+
+    ``source`` is a :class:`~arcoforge.io.RemoteInput`, an fsspec OpenFile or an opened file.
+    """
     if isinstance(source, RemoteInput):
         if source.cache is not None:
             entry = source.fetch()
@@ -203,9 +251,16 @@ def _copy_to_local(source: "fsspec.core.OpenFile | RemoteInput") -> str:
                 return entry.path
         suffix = os.path.splitext(source.name.split("?", 1)[0])[1]
         opened: Any = source.open()
-    else:
+    elif isinstance(source, fsspec.core.OpenFile):
         suffix = os.path.splitext(source.path)[1]
         opened = source
+    else:  # an opened file: copy from its start, leave it open for its owner
+        suffix = os.path.splitext(_source_name(source).split("?", 1)[0])[1]
+        source.seek(0)
+        handle, path = tempfile.mkstemp(prefix="arcoforge-", suffix=suffix)
+        with os.fdopen(handle, "wb") as out:
+            shutil.copyfileobj(source, out, length=16 * 2**20)
+        return path
     handle, path = tempfile.mkstemp(prefix="arcoforge-", suffix=suffix)
     with os.fdopen(handle, "wb") as out, opened as remote:
         shutil.copyfileobj(remote, out, length=16 * 2**20)
@@ -245,6 +300,8 @@ def open_with_xarray(
                 target = source.open()
                 if file_type in (FileType.netcdf4, FileType.netcdf3, FileType.hdf5, FileType.unknown):
                     check_file_signature(target, name, index, file_type)
+        elif is_file_object(source):
+            target = _copy_to_local(source) if copy_to_local or engine in ("netcdf4",) else source
         else:
             target = str(source)
         ds = xr.open_dataset(target, engine=engine, chunks=None, **kwargs)

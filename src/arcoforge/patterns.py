@@ -111,6 +111,14 @@ class Position:
     indexed: bool = False
 
 
+@dataclass(frozen=True, order=True)
+class IndexedPosition(Position):
+    """A position that is an element offset (``indexed=True``) along a dimension of ``dimsize`` elements."""
+
+    indexed: bool = True
+    dimsize: int = 0
+
+
 class Index(dict):
     """A hashable mapping from :class:`Dimension` to :class:`Position`.
 
@@ -160,7 +168,12 @@ class FilePattern:
     """The set of input files of a dataset and their places in it.
 
     ``format_function`` is called with one keyword argument per combine
-    dimension (named as the dimension) and returns the file's URL.
+    dimension (named as the dimension) and returns the file's URL. A pattern
+    with no combine dimension is one file (its index is empty).
+    ``query_string_secrets`` stay out of the pattern's URLs (``pattern[index]``,
+    :meth:`items`), as in pangeo-forge-recipes 0.10: pass them to
+    ``OpenURLWithFSSpec(secrets=pattern.query_string_secrets)``, which adds them
+    when it fetches.
     """
 
     def __init__(
@@ -171,8 +184,6 @@ class FilePattern:
         query_string_secrets: dict | None = None,
         file_type: str | FileType = "netcdf4",
     ):
-        if not combine_dims:
-            raise ValueError("FilePattern needs at least one ConcatDim or MergeDim")
         names = [dim.name for dim in combine_dims]
         duplicated = sorted({name for name in names if names.count(name) > 1})
         if duplicated:
@@ -249,10 +260,7 @@ class FilePattern:
             if position.indexed:
                 raise KeyError(f"index {index!r} holds offsets, not file positions")
             kwargs[dim.name] = dim.keys[position.value]
-        url = self.format_function(**kwargs)
-        if self.query_string_secrets:
-            url = add_query_string_secrets(url, self.query_string_secrets)
-        return url
+        return self.format_function(**kwargs)
 
     def __iter__(self) -> Iterator[Index]:
         for positions in product(*(range(len(dim.keys)) for dim in self.combine_dims)):

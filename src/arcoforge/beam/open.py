@@ -14,6 +14,7 @@ from typing import Any
 import apache_beam as beam
 import xarray as xr
 
+from ..compat.storage import apply_fsspec_sync_patch
 from ..errors import InputError, describe_input
 from ..io import (InputCache, RetryPolicy, concurrency_slots, public_url, redact, register_secrets, secret_values,
                   with_deadline)
@@ -29,8 +30,13 @@ logger = logging.getLogger(__name__)
 
 
 def _prepare_or_skip(element: tuple[Index, str], settings: dict[str, Any], skip: bool,
-                     progress_dir: str | None) -> tuple[Index, Any]:
-    """Fetch one input (see :func:`~arcoforge.openers.prepare_input`); with ``skip``, a failure is a record."""
+                     progress_dir: str | None, sync_patch: bool = False) -> tuple[Index, Any]:
+    """Fetch one input (see :func:`~arcoforge.openers.prepare_input`); with ``skip``, a failure is a record.
+
+    ``sync_patch``: apply pangeo-forge's ``fsspec_sync_patch`` in this (worker) process first.
+    """
+    if sync_patch:
+        apply_fsspec_sync_patch()
     index, url = element
     count("inputs_found")
     try:
@@ -109,21 +115,31 @@ class OpenURLWithFSSpec(beam.PTransform):
     HTML page) and retried on transient failures; local files pass as paths.
     Values not given here come from the bake context (``arcoforge bake`` options).
 
-    ``cache``: a folder (path or URL) every worker can read, an
-    :class:`~arcoforge.io.InputCache`, ``None`` for the runner's
-    ``--cache-root`` or else a folder of this machine's own, or ``False`` to read
-    remote inputs over the network while they are used. ``secrets`` are added to
-    each URL's query string; ``open_kwargs`` (a pattern's ``fsspec_open_kwargs``)
-    are filesystem options and ``compression``. ``max_concurrency`` caps the inputs
-    fetched at once, over all workers. ``retries`` is a number of tries or a
-    :class:`~arcoforge.io.RetryPolicy`. ``on_error="skip"`` goes on without
-    inputs that fail (see :mod:`arcoforge.skipping`).
+    ``cache``: a folder (path or URL, or a
+    :class:`~arcoforge.storage.CacheFSSpecTarget`) every worker can read, an
+    :class:`~arcoforge.io.InputCache`, ``True`` for the runner's ``--cache-root``
+    or else a folder of this machine's own, or ``False`` to read remote inputs
+    over the network while they are used. ``None`` (the default) is
+    pangeo-forge-recipes 0.10's "no cache", unless the bake context names a
+    cache root (``arcoforge bake --cache-root``, as pangeo-forge-runner injects
+    one). ``secrets`` are added to each URL's query string (pass
+    ``pattern.query_string_secrets``); ``open_kwargs`` (a pattern's
+    ``fsspec_open_kwargs``) are filesystem options and ``compression``.
+    ``max_concurrency`` caps the inputs fetched at once, over all workers.
+    ``fsspec_sync_patch`` applies pangeo-forge's synchronous-HTTP patch when
+    ``httpfs_sync`` is installed (our reader is synchronous already).
+    ``retries`` is a number of tries or a :class:`~arcoforge.io.RetryPolicy`.
+    ``on_error="skip"`` goes on without inputs that fail (see :mod:`arcoforge.skipping`).
+
+    Each output value works like the fsspec OpenFile pangeo-forge emits:
+    ``with value as f:`` (or ``value.open()``) reads the input.
     """
 
     cache: str | InputCache | bool | None = None
     secrets: dict | None = None
     open_kwargs: dict | None = None
     max_concurrency: int | None = None
+    fsspec_sync_patch: bool = False
     retries: int | RetryPolicy | None = None
     on_error: str | None = None
     context: BakeContext | None = None
@@ -131,7 +147,9 @@ class OpenURLWithFSSpec(beam.PTransform):
     def _settings(self, context: BakeContext) -> dict[str, Any]:
         """What every fetch needs, resolved in the process that builds the pipeline."""
         source_options = context.source_storage_options
-        cache = resolve_cache(context.choose("cache_root", self.cache), context.storage_options)
+        # None: pangeo-forge's "no cache", True: our default one; the runner's --cache-root fills both.
+        wanted = context.choose("cache_root", None if self.cache is True else self.cache, self.cache is True)
+        cache = resolve_cache(wanted, context.storage_options)
         retries = context.choose("retries", self.retries)
         register_secrets(secret_values(source_options, [], (self.secrets or {}).values())
                          | secret_values(self.open_kwargs) | secret_values(context.storage_options))
@@ -146,7 +164,8 @@ class OpenURLWithFSSpec(beam.PTransform):
         lanes = settings["max_concurrency"]
         concurrency_slots(lanes)  # checks the value now rather than on a worker
         on_error = check_on_error(context.choose("on_error", self.on_error))
-        prepare = dict(settings=settings, skip=on_error == "skip", progress_dir=context.progress_dir)
+        prepare = dict(settings=settings, skip=on_error == "skip", progress_dir=context.progress_dir,
+                       sync_patch=self.fsspec_sync_patch)
         if lanes:
             sources = (
                 pcoll

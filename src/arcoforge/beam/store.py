@@ -21,6 +21,7 @@ from ..core.bake import (BakePlan, StoreSpec, cut_pieces, finalize, keep_variabl
 from ..errors import RecipeError
 from ..input_checks import DEFAULT_MAX_ATTR_BYTES
 from ..io.lease import DEFAULT_TTL
+from ..io.zarr_store import chunk_dimension_coordinates_like_data
 from ..patterns import Dimension, Index, check_combine_dims
 from ..rechunk import MAX_PIECES_PER_TASK
 from ..runtime.context import BakeContext, RequiredAtRuntimeDefault, resolve_context
@@ -34,6 +35,11 @@ from .common import count
 # Inputs travel from opening to cutting in lists of this many (within a bundle): the runner
 # handles one element per batch, and the shuffle one per (batch, write task).
 INPUTS_PER_BATCH = 256
+
+
+def _coordinates_like_data(url: str, storage_options: dict | None) -> str:
+    chunk_dimension_coordinates_like_data(url, storage_options)
+    return url
 
 
 def _read_and_count(element: tuple[Index, Any], spec: StoreSpec) -> Any:
@@ -165,7 +171,10 @@ class StoreToZarr(beam.PTransform):
     whole by one worker. ``max_mem`` bounds the array data a bake holds at once
     (split between local worker processes; per worker on distributed runners):
     the recipe's value, else the bake context's (``arcoforge bake --max-mem``),
-    else 1GB. ``zarr_format`` is 3 by default; 2 on request.
+    else 1GB. ``zarr_format`` is 3 by default; 2 on request. 1-D dimension
+    coordinates are stored in one chunk (what pangeo-forge recipes get from
+    ``ConsolidateDimensionCoordinates``); ``consolidate_dimension_coordinates=False``
+    chunks them like the data instead, as 0.10's StoreToZarr alone does.
 
     Readers find no store at the URL until it is complete (its root metadata is
     published last). A bake killed and run again resumes: write tasks done
@@ -196,15 +205,16 @@ class StoreToZarr(beam.PTransform):
     dynamic_chunking_fn_kwargs: dict[str, Any] = field(default_factory=dict)
     attrs: dict[str, Any] = field(default_factory=dict)
     encoding: dict[str, dict[str, Any]] = field(default_factory=dict)
+    append_dim: str | None = None  # here, after encoding, as in pangeo-forge-recipes 0.10
     zarr_format: int = 3
     target_shards: dict[str, int] | None = None
     max_mem: int | str | None = None  # None: the bake context's, else DEFAULT_MAX_MEM
     storage_options: dict | None = None
     lease_ttl: float | None = None
     break_lease: bool = False
-    append_dim: str | None = None
     max_attr_bytes: int | None = DEFAULT_MAX_ATTR_BYTES
     max_pieces_per_task: int = MAX_PIECES_PER_TASK
+    consolidate_dimension_coordinates: bool = True  # False: 0.10's coordinate chunks without that step
     license: str | None = None  # the STAC collection's licence (SPDX id or URL), for `arcoforge bake`
     quicklook_variable: str | None = None  # the variable of the collection's quicklook (default: the largest)
     context: BakeContext | None = None
@@ -252,7 +262,9 @@ class StoreToZarr(beam.PTransform):
             dynamic_chunking_fn_kwargs=dict(self.dynamic_chunking_fn_kwargs),
             # A local bake shares one machine's memory between its worker processes.
             max_mem=local_data_budget(parse_size(max_mem, "max_mem"), context.num_workers),
-            storage_options=context.choose("storage_options", self.storage_options),
+            # An FSSpecTarget as target_root brings the options of its filesystem.
+            storage_options=context.choose("storage_options", self.storage_options
+                                           or getattr(self.target_root, "fsspec_kwargs", None) or None),
             owner=context.owner or new_owner(), lease_ttl=float(context.choose("lease_ttl", self.lease_ttl, DEFAULT_TTL)),
             break_lease=self.break_lease or context.break_lease, append_dim=append_dim,
             progress_dir=context.progress_dir, provenance=dict(context.provenance or {}),
@@ -271,7 +283,7 @@ class StoreToZarr(beam.PTransform):
                   | "Keep lazy variables" >> beam.Map(keep_variables, spec=spec)
                   | "Batch inputs" >> beam.BatchElements(min_batch_size=INPUTS_PER_BATCH,
                                                          max_batch_size=INPUTS_PER_BATCH))
-        return (
+        stored = (
             inputs
             | "Cut inputs into pieces" >> CutPieces(plan_view)
             | "Group by write task" >> beam.GroupByKey()
@@ -279,3 +291,6 @@ class StoreToZarr(beam.PTransform):
             | "Count bytes" >> beam.CombineGlobally(sum)
             | "Consolidate" >> Finalize(plan_view)
         )
+        if self.consolidate_dimension_coordinates:
+            return stored
+        return stored | "Chunk coordinates like data" >> beam.Map(_coordinates_like_data, spec.storage_options)

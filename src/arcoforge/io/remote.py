@@ -11,6 +11,7 @@ two threads never download the same input at once.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import threading
@@ -155,22 +156,32 @@ class RemoteInput:
         """A seekable, picklable file object reading this input (from the cache when it has one)."""
         return InputFile(self)
 
+    def __enter__(self) -> "InputFile":
+        """``with source as f:`` reads the input, as with pangeo-forge's fsspec OpenFile."""
+        opened = self.open()
+        self.__dict__.setdefault("_opened", []).append(opened)
+        return opened
 
-class InputFile:
+    def __exit__(self, *exc_info: Any) -> None:
+        self.__dict__["_opened"].pop().close()
+
+
+class InputFile(io.RawIOBase):
     """A read-only file object over a :class:`RemoteInput` that survives pickling and flaky networks.
 
     It opens lazily; a read that fails transiently reopens the input at the same
     position and tries again. Pickled (as Beam does with lazily opened datasets),
     it carries the input and its position, and reopens where it is unpickled:
     from the cache there, fetching the input again if that machine lacks it.
+    It is an :class:`io.RawIOBase`, so xarray can sniff which engine reads it.
     """
 
     def __init__(self, source: RemoteInput, position: int = 0):
+        super().__init__()
         self.source = source
         self._position = position
         self._file: Any = None
         self._size: int | None = None
-        self.closed = False
 
     def __reduce__(self) -> tuple:
         return (InputFile, (self.source, self._position))
@@ -231,7 +242,8 @@ class InputFile:
         except Exception as error:
             raise self.source.failure(error) from None
 
-    def read(self, size: int = -1) -> bytes:
+    def read(self, size: int | None = -1) -> bytes:
+        size = -1 if size is None else size
         data = self._with_retries(lambda f: f.read(size), "reading")
         self._position += len(data)
         return data
@@ -273,11 +285,5 @@ class InputFile:
 
     def close(self) -> None:
         self._reopen()
-        self.closed = True
-
-    def __enter__(self) -> "InputFile":
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.close()
+        super().close()
 

@@ -217,3 +217,37 @@ def consolidate_metadata(url: str, storage_options: dict | None = None) -> None:
         warnings.simplefilter("ignore", category=UserWarning)
         zarr.consolidate_metadata(open_store(url, storage_options))
     logger.debug("consolidated metadata of %s", url)
+
+
+def chunk_dimension_coordinates_like_data(url: str, storage_options: dict | None = None) -> list[str]:
+    """Rewrite each 1-D dimension coordinate in chunks as long as the data's along its dimension.
+
+    The inverse of :func:`consolidate_dimension_coordinates`: the layout
+    pangeo-forge-recipes 0.10 writes when a recipe does not chain
+    ``ConsolidateDimensionCoordinates`` (``StoreToZarr(consolidate_dimension_coordinates=False)``).
+    Returns the names rewritten; consolidated metadata is rewritten when any is.
+    """
+    group = zarr.open_group(store=open_store(url, storage_options), mode="r+")
+    arrays = dict(group.arrays())
+    data_chunks: dict[str, int] = {}
+    for array in arrays.values():
+        for dim, chunk in zip(_dimension_names(array) or (), array.chunks):
+            if array.ndim > 1:
+                data_chunks.setdefault(dim, chunk)
+    rewritten = []
+    for name, array in arrays.items():
+        chunk = data_chunks.get(name)
+        if array.ndim != 1 or _dimension_names(array) != (name,) or chunk is None or array.chunks[0] == chunk:
+            continue
+        values = array[:]
+        kwargs: dict[str, Any] = dict(name=name, shape=array.shape, chunks=(chunk,), dtype=array.dtype,
+                                      fill_value=array.fill_value, compressors=array.compressors,
+                                      filters=array.filters, attributes=dict(array.attrs), overwrite=True)
+        if array.metadata.zarr_format == 3:
+            kwargs["dimension_names"] = (name,)
+        group.create_array(**kwargs)[:] = values
+        rewritten.append(name)
+    if rewritten:
+        consolidate_metadata(url, storage_options)
+        logger.info("rewrote dimension coordinates in chunks like the data's: %s", rewritten)
+    return rewritten
