@@ -30,6 +30,7 @@ from .chunking import (
     variable_shards,
 )
 from .errors import RecipeError
+from .multistage import DEFAULT_THRESHOLD, StagePlan, plan_stages, source_chunking
 from .packing import store_value_encoding
 from .rechunk import MAX_PIECES_PER_TASK, TaskGrid, group_variables, plan_task_grid
 from .schema import DatasetSchema, VariableSchema, schema_as_dataset
@@ -84,6 +85,8 @@ class StorePlan:
     append_origin: int = 0
     # The inputs the store holds once this plan is done (those held before an append, and the new).
     ingested: tuple[str, ...] = ()
+    # Groups rechunked in two stages (see arcoforge.multistage): their grids are stage 2's.
+    stages: dict[str, StagePlan] = field(default_factory=dict)
 
     @property
     def n_tasks(self) -> int:
@@ -114,6 +117,7 @@ def plan_store(
     dynamic_chunking_fn_kwargs: Mapping[str, Any] | None = None,
     append_to: "ExistingStore | None" = None,
     max_pieces_per_task: int = MAX_PIECES_PER_TASK,
+    multistage_threshold: float | None = DEFAULT_THRESHOLD,
 ) -> StorePlan:
     """Resolve chunks, shards and write tasks, and apply encoding overrides, for a combined schema.
 
@@ -125,7 +129,9 @@ def plan_store(
     ``append_to`` (the store being extended, see :mod:`arcoforge.append`) the
     store's own chunks and shards are kept and tasks cover only the new region.
     A write task gathers the pieces of at most about ``max_pieces_per_task``
-    inputs (unless one write unit alone spans more).
+    inputs (unless one write unit alone spans more). A group whose one-pass
+    tasks would inflate its inputs more than ``multistage_threshold`` times is
+    rechunked in two stages when that costs less (``None``: always one pass).
     """
     if zarr_format not in (2, 3):
         raise RecipeError(f"zarr_format must be 2 or 3, got {zarr_format!r}")
@@ -190,6 +196,8 @@ def plan_store(
             return grid
 
         grids[group] = grid_for(names)
+    stages = {} if origin or multistage_threshold is None else plan_group_stages(
+        schema, groups, grids, max_mem_bytes, multistage_threshold)
     logger.info(
         "plan for %s: chunks %s%s; %d write tasks within max_mem=%s",
         url, describe_chunks(dim_chunks),
@@ -210,7 +218,30 @@ def plan_store(
         storage_options=storage_options,
         max_mem=max_mem_bytes,
         append_dim=append_to.append_dim if append_to is not None else None,
+        stages=stages,
     )
+
+
+def plan_group_stages(schema: DatasetSchema, groups: dict[str, list[str]], grids: dict[str, TaskGrid],
+                      max_mem: int, threshold: float) -> dict[str, StagePlan]:
+    """The groups worth rechunking in two stages, and their stage plans.
+
+    The inputs' own chunking is not in the schema, so each input is taken as
+    one chunk per variable (what a compressed one-step field is). Only plain
+    numbers are staged: the intermediate holds decoded values as they are.
+    """
+    stages = {}
+    for group, names in groups.items():
+        variable = schema.variables[names[0]]
+        if not variable.dims or any(schema.variables[n].dtype.kind not in "biufc" for n in names):
+            continue
+        concat = {axis: schema.lengths[dim] for axis, dim in enumerate(variable.dims) if dim in schema.lengths}
+        stage = plan_stages(variable.shape, source_chunking(variable.shape, concat), grids[group].task_shape,
+                            max(working_bytes_per_element(schema.variables[n]) for n in names), max_mem, threshold)
+        if stage is not None:
+            logger.info("variable %s: %s", "+".join(names), stage.describe())
+            stages[group] = stage
+    return stages
 
 
 def coordinate_capacity(length: int) -> int:
@@ -282,4 +313,7 @@ def plan_description(plan: "StorePlan") -> dict[str, Any]:
         "attrs": repr(sorted((k, v) for k, v in plan.attrs.items() if not str(k).startswith("arcoforge_"))),
         # a rerun after a skipped input was fixed must write that input, not resume past it
         "skipped": repr(schema.attrs.get("arcoforge_skipped_inputs")),
+        # (only when staged: the fingerprints of one-pass plans stay what they were)
+        **({"stages": {group: (stage.intermediate, stage.stage1_task) for group, stage in plan.stages.items()}}
+           if plan.stages else {}),
     }

@@ -2,7 +2,9 @@
 
 ``Read input schemas`` -> ``Plan store`` (the lease, the mode) -> ``Write template``;
 the inputs -> ``Cut inputs into pieces`` -> ``Group by write task`` -> ``Write tasks``
-(after the template) -> ``Count bytes`` -> ``Consolidate`` (publish, release the lease).
+(after the template) -> ``Stage two`` (a two-stage plan's tasks from its intermediate, once
+the others are written; none otherwise) -> ``Count bytes`` -> ``Consolidate`` (publish,
+release the lease).
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ import apache_beam as beam
 from ..chunking import parse_size
 from ..core.options import construction_problems, raise_problems, store_option_problems
 from ..core.bake import (BakePlan, StoreSpec, cut_pieces, finalize, keep_variables, plan_with_lease, prepare_store,
-                         read_schema, write_task)
+                         read_schema, stage_two_keys, write_stage_two, write_task)
 from ..errors import RecipeError
 from ..input_checks import DEFAULT_MAX_ATTR_BYTES
 from ..io.lease import DEFAULT_TTL
 from ..io.zarr_store import chunk_dimension_coordinates_like_data
 from ..patterns import Dimension, Index, check_combine_dims
+from ..multistage import DEFAULT_THRESHOLD
 from ..rechunk import MAX_PIECES_PER_TASK
 from ..runtime.context import BakeContext, RequiredAtRuntimeDefault, resolve_context
 from ..runtime.memory import local_data_budget
@@ -148,6 +151,31 @@ class WriteTasks(beam.PTransform):
         return tasks | "Write" >> beam.Map(_write_and_count, bake=self.plan, template_url=self.template)
 
 
+def _stage_two_keyed(_written: int, bake: BakePlan) -> list[tuple[tuple, None]]:
+    return [(key, None) for key in stage_two_keys(bake)]
+
+
+def _stage_two_and_count(element: tuple, bake: BakePlan) -> int:
+    nbytes = write_stage_two(element[0], bake)
+    count("tasks_written")
+    count("bytes_written", nbytes)
+    return nbytes
+
+
+@dataclass
+class StageTwo(beam.PTransform):
+    """Once every stage-1 task is written, write the tasks of staged groups from the intermediate (or none)."""
+
+    plan: Any  # the planned bake, as a singleton side input
+
+    def expand(self, written: beam.PCollection) -> beam.PCollection:
+        return (written
+                | "Stage one written" >> beam.CombineGlobally(sum)
+                | "Stage two tasks" >> beam.FlatMap(_stage_two_keyed, bake=self.plan)
+                | "Spread stage two" >> beam.GroupByKey()
+                | "Write stage two" >> beam.Map(_stage_two_and_count, bake=self.plan))
+
+
 @dataclass
 class Finalize(beam.PTransform):
     """Publish the store once every task is written, and release its lease; outputs its URL."""
@@ -195,6 +223,11 @@ class StoreToZarr(beam.PTransform):
 
     A write task gathers the pieces of at most about ``max_pieces_per_task``
     inputs, so a variable of many small inputs is written by many workers.
+    Where the write tasks would inflate each input more than
+    ``multistage_threshold`` times (a time-series layout of one-step inputs),
+    the variable is rechunked in two stages through an intermediate array in
+    the store's hidden state folder (see :mod:`arcoforge.multistage`); ``None``
+    never does.
     """
 
     combine_dims: list[Dimension]
@@ -214,6 +247,7 @@ class StoreToZarr(beam.PTransform):
     break_lease: bool = False
     max_attr_bytes: int | None = DEFAULT_MAX_ATTR_BYTES
     max_pieces_per_task: int = MAX_PIECES_PER_TASK
+    multistage_threshold: float | None = DEFAULT_THRESHOLD  # None: never rechunk in two stages
     consolidate_dimension_coordinates: bool = True  # False: 0.10's coordinate chunks without that step
     license: str | None = None  # the STAC collection's licence (SPDX id or URL), for `arcoforge bake`
     quicklook_variable: str | None = None  # the variable of the collection's quicklook (default: the largest)
@@ -269,6 +303,7 @@ class StoreToZarr(beam.PTransform):
             break_lease=self.break_lease or context.break_lease, append_dim=append_dim,
             progress_dir=context.progress_dir, provenance=dict(context.provenance or {}),
             max_attr_bytes=self.max_attr_bytes, max_pieces_per_task=self.max_pieces_per_task,
+            multistage_threshold=self.multistage_threshold,
         )
 
     def expand(self, datasets: beam.PCollection) -> beam.PCollection:
@@ -283,11 +318,17 @@ class StoreToZarr(beam.PTransform):
                   | "Keep lazy variables" >> beam.Map(keep_variables, spec=spec)
                   | "Batch inputs" >> beam.BatchElements(min_batch_size=INPUTS_PER_BATCH,
                                                          max_batch_size=INPUTS_PER_BATCH))
-        stored = (
+        written = (
             inputs
             | "Cut inputs into pieces" >> CutPieces(plan_view)
             | "Group by write task" >> beam.GroupByKey()
             | "Write tasks" >> WriteTasks(plan_view, beam.pvalue.AsSingleton(template))
+        )
+        # A plan staged in two steps (arcoforge.multistage): the tasks above were stage 1's.
+        second = written | "Stage two" >> StageTwo(plan_view)
+        stored = (
+            (written, second)
+            | "Both stages" >> beam.Flatten()
             | "Count bytes" >> beam.CombineGlobally(sum)
             | "Consolidate" >> Finalize(plan_view)
         )

@@ -35,6 +35,7 @@ from ..faults import checkpoint
 from ..features import check_storable
 from ..input_checks import DEFAULT_MAX_ATTR_BYTES, check_inputs, drop_large_attrs
 from ..io.lease import DEFAULT_TTL, LeaseKeeper
+from ..multistage import DEFAULT_THRESHOLD
 from ..patterns import Dimension, Index, nitems_per_file
 from ..rechunk import MAX_PIECES_PER_TASK, LazyInput, assemble_task, input_pieces, lazy_input
 from ..runtime.memory import limit_netcdf_chunk_cache, release_freed_memory, worker_task_buffer
@@ -45,6 +46,8 @@ from ..io.state import StoreState, fingerprint, new_owner, task_id
 from ..io.zarr_store import publish_bake, with_documents, write_region, write_template
 from ..store_plan import StorePlan, plan_description, plan_store
 from ..store_template import render_plan
+from .stages import (INTERMEDIATE, STAGE_ONE, cutting_grids, is_stage_one, prepare_intermediate, stage_one_key,
+                     stage_one_needed, stage_two_pieces, stage_two_tasks, write_stage_one)
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +85,7 @@ class StoreSpec:
     provenance: Mapping[str, Any] = field(default_factory=dict)  # what the runner knows of the recipe
     max_attr_bytes: int | None = DEFAULT_MAX_ATTR_BYTES
     max_pieces_per_task: int = MAX_PIECES_PER_TASK
+    multistage_threshold: float | None = DEFAULT_THRESHOLD  # None: never two stages (see arcoforge.multistage)
 
     @property
     def concat_dims(self) -> list[str]:
@@ -94,7 +98,8 @@ class StoreSpec:
                     storage_options=self.storage_options, target_shards=self.target_shards, max_mem=self.max_mem,
                     dynamic_chunking_fn=self.dynamic_chunking_fn,
                     dynamic_chunking_fn_kwargs=dict(self.dynamic_chunking_fn_kwargs),
-                    max_pieces_per_task=self.max_pieces_per_task)
+                    max_pieces_per_task=self.max_pieces_per_task,
+                    multistage_threshold=self.multistage_threshold)
 
 
 @dataclass(frozen=True)
@@ -258,6 +263,7 @@ def prepare_store(bake: BakePlan) -> str:
         return plan.url
     state.remove("plan.json")  # an attempt killed while the template is written starts over
     write_template(plan.url, render_plan(plan), plan.storage_options)
+    prepare_intermediate(plan)  # before plan.json: a rerun resuming a staged bake finds it
     checkpoint("bake.template")
     state.start(bake.fingerprint, recorded, plan.documents)
     checkpoint("bake.recorded")
@@ -272,10 +278,13 @@ def cut_pieces(element: tuple[Index, xr.Dataset | LazyInput], bake: BakePlan) ->
     index, ds = element
     plan = bake.plan
     schema = plan.schema
-    groups = {group: names for group, names in plan.groups.items() if schema.writes_variable(index, group)}
+    groups = {group: names for group, names in plan.groups.items() if schema.writes_variable(index, group)
+              and (group not in plan.stages or stage_one_needed(plan, group))}
     if groups:  # else an input the store holds already, or one contributing nothing
         dims_of = {name: schema.variables[name].dims for names in groups.values() for name in names}
-        for key, piece in input_pieces(index, ds, groups, dims_of, schema.input_offsets(index), plan.grids):
+        for key, piece in input_pieces(index, ds, groups, dims_of, schema.input_offsets(index), cutting_grids(plan)):
+            if key[0] in plan.stages:  # a staged group's inputs go to its stage-1 tasks
+                key = stage_one_key(*key)
             if not plan.done or task_id(*key) not in plan.done:  # done by an earlier attempt
                 yield key, piece
 
@@ -285,11 +294,17 @@ def write_task(task: tuple[tuple, Iterable[Any]], bake: BakePlan) -> int:
     limit_netcdf_chunk_cache()  # the pieces re-open their inputs in this process
     plan = bake.plan
     key, pieces = task
-    variables = {name: plan.schema.variables[name] for name in plan.groups[key[0]]}
+    staged = is_stage_one(key)  # stage 1 of a staged group: into the intermediate, decoded values as they are
+    group = key[0][len(STAGE_ONE):] if staged else key[0]
+    grid = cutting_grids(plan)[group] if staged else plan.grids[group]
+    variables = {name: plan.schema.variables[name] for name in plan.groups[group]}
     dtypes = {name: variable.dtype for name, variable in variables.items()}
     nbytes = 0
-    for name, region, values in assemble_task(key, pieces, plan.grids[key[0]], dtypes, worker_task_buffer()):
-        write_region(plan, name, region, values)
+    for name, region, values in assemble_task((group, key[1]), pieces, grid, dtypes, worker_task_buffer()):
+        if staged:
+            write_stage_one(name, region, values, plan)
+        else:
+            write_region(plan, name, region, values)
         nbytes += values.nbytes
         del values
         release_freed_memory()
@@ -297,6 +312,16 @@ def write_task(task: tuple[tuple, Iterable[Any]], bake: BakePlan) -> int:
     checkpoint("append.task" if plan.append_dim else "bake.task")
     record_event(bake.progress_dir, "task", store=plan.url, variables=sorted(variables), nbytes=nbytes)
     return nbytes
+
+
+def stage_two_keys(bake: BakePlan) -> list[tuple[str, tuple[int, ...]]]:
+    """The write tasks of staged groups still to write; asked for once every stage-1 task is written."""
+    return list(stage_two_tasks(bake.plan))
+
+
+def write_stage_two(key: tuple[str, tuple[int, ...]], bake: BakePlan) -> int:
+    """Write one task of a staged group from the intermediate, as a one-pass task is written."""
+    return write_task((key, stage_two_pieces(key, bake.plan)), bake)
 
 
 def finalize(total: int, bake: BakePlan) -> str:
@@ -310,6 +335,7 @@ def finalize(total: int, bake: BakePlan) -> str:
             append_txn.finish(state, plan, state.read_json(append_txn.JOURNAL))
         else:
             publish_bake(state, plan, bake.fingerprint)
+        state.remove(INTERMEDIATE)  # a staged bake's intermediate (gone already, or never there: nothing)
     state.release_lease(owner)
     logger.debug("finalized %s (%s, %d bytes written)", plan.url, bake.mode.value, total)
     return plan.url

@@ -1,0 +1,155 @@
+"""A deep rechunk baked in two stages: the same bytes as one pass, what xarray reads, and resumable mid-stage.
+
+24 one-step zlib netCDF inputs of 12x16 into chunks of time=24, lat=2, lon=2 with
+a budget that makes 8 write tasks across the map: one pass would inflate every
+input 8 times, so the plan stages it through an intermediate in the state folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import apache_beam as beam
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+import zarr
+
+import arcoforge as af
+from arcoforge.core import StoreSpec, cut_pieces, finalize, plan_bake, prepare_store, read_schema, write_task
+from arcoforge.core.bake import Mode, stage_two_keys, write_stage_two
+from arcoforge.core.stages import STAGE_ONE, intermediate_url
+from arcoforge.io.state import state_url
+
+N, NLAT, NLON = 24, 12, 16
+CHUNKS = {"time": N, "lat": 2, "lon": 2}
+MAX_MEM = 5000  # bytes: write tasks of (24, 6, 4), 8 of them; stage-1 tasks of 3 whole inputs
+
+
+def dataset(day: int) -> xr.Dataset:
+    rng = np.random.default_rng(day)
+    temperature = rng.normal(280, 5, (1, NLAT, NLON)).round(2).astype("float32")
+    temperature[0, day % NLAT, :3] = np.nan
+    wind = rng.gamma(2, 2, (1, NLAT, NLON)).astype("float32")
+    ds = xr.Dataset(
+        {"temperature": (("time", "lat", "lon"), temperature, {"units": "K"}),
+         "wind": (("time", "lat", "lon"), wind, {"units": "m s-1"}),
+         "mask": (("lat", "lon"), (np.arange(NLAT * NLON).reshape(NLAT, NLON) % 3).astype("int8"))},
+        coords={"time": pd.date_range("2001-01-01", periods=N, freq="D")[day:day + 1],
+                "lat": np.linspace(-60, 60, NLAT), "lon": np.linspace(0, 350, NLON)},
+    )
+    for name in ("temperature", "wind"):
+        ds[name].encoding.update(zlib=True, complevel=4, chunksizes=(1, NLAT, NLON))
+    return ds
+
+
+@pytest.fixture(scope="module")
+def paths(tmp_path_factory) -> list[str]:
+    folder = tmp_path_factory.mktemp("days")
+    found = []
+    for day in range(N):
+        path = str(folder / f"day-{day:02d}.nc")
+        dataset(day).to_netcdf(path, engine="h5netcdf")
+        found.append(path)
+    return found
+
+
+def recipe(paths: list[str], root: Path, name: str, **kwargs) -> beam.PTransform:
+    pattern = af.pattern_from_file_sequence(paths, "time")
+    return (beam.Create(pattern.items()) | af.OpenWithXarray()
+            | af.StoreToZarr(target_root=str(root), store_name=name, combine_dims=pattern.combine_dim_keys,
+                             target_chunks=CHUNKS, max_mem=MAX_MEM, **kwargs))
+
+
+def chunk_files(store: Path) -> dict[str, bytes]:
+    """Every chunk of the store's arrays, by key (metadata left out: it records the bake's time)."""
+    return {str(p.relative_to(store)): p.read_bytes() for p in sorted(store.rglob("*"))
+            if p.is_file() and "/c/" in f"/{p.relative_to(store)}".replace(os.sep, "/")}
+
+
+@pytest.fixture(scope="module")
+def baked(paths, tmp_path_factory) -> Path:
+    """One Beam run baking the same inputs twice: in two stages (the default here) and in one pass."""
+    root = tmp_path_factory.mktemp("out")
+    with beam.Pipeline() as pipeline:
+        _ = pipeline | "staged" >> recipe(paths, root, "staged.zarr")
+        _ = pipeline | "one pass" >> recipe(paths, root, "one.zarr", multistage_threshold=None)
+    return root
+
+
+def test_two_stages_write_the_bytes_of_one_pass_and_what_xarray_reads(baked, paths):
+    staged, one = chunk_files(baked / "staged.zarr"), chunk_files(baked / "one.zarr")
+    assert len(staged) == 3 * 6 * 8 + 3  # temperature, wind, mask (6x8 chunks each), time/lat/lon
+    assert staged == one
+    result = xr.open_zarr(baked / "staged.zarr").load()
+    assert result.temperature.encoding["chunks"] == (24, 2, 2)
+    with xr.open_mfdataset(paths, engine="h5netcdf", combine="nested", concat_dim="time",
+                           data_vars="minimal", coords="minimal", compat="override") as reference:
+        reference = reference.load()
+        for name in ("temperature", "wind", "mask"):
+            xr.testing.assert_identical(result[name], reference[name])
+    state = Path(state_url(str(baked / "staged.zarr")))
+    recorded = json.loads((state / "plan.json").read_text())["plan"]
+    assert recorded["stages"] == {"temperature": [[3, 6, 4], [3, 12, 16]]}  # it was baked in two stages
+    assert "stages" not in json.loads((Path(state_url(str(baked / "one.zarr"))) / "plan.json").read_text())["plan"]
+    assert not (state / "stage1").exists()  # and the intermediate is gone
+
+
+def _elements(paths: list[str]) -> list:
+    pattern = af.pattern_from_file_sequence(paths, "time")
+    return [(index, xr.open_dataset(url, engine="h5netcdf")) for index, url in pattern.items()]
+
+
+def test_a_staged_bake_killed_in_either_stage_resumes_to_the_same_store(baked, paths, tmp_path):
+    elements = _elements(paths)
+    pattern = af.pattern_from_file_sequence(paths, "time")
+    spec = StoreSpec(url=str(tmp_path / "staged.zarr"), combine_dims=tuple(pattern.combine_dim_keys),
+                     target_chunks=CHUNKS, max_mem=MAX_MEM, owner="test")
+
+    def planned():
+        return plan_bake(spec, [read_schema(element, spec) for element in elements])
+
+    def stage_one_tasks(bake) -> dict:
+        tasks: dict = {}
+        for element in elements:
+            for key, piece in cut_pieces(element, bake):
+                tasks.setdefault(key, []).append(piece)
+        return tasks
+
+    bake = planned()
+    stage = bake.plan.stages["temperature"]
+    assert (stage.one_pass, stage.staged, stage.intermediate, stage.stage1_task) == (8.0, 3.0, (3, 6, 4), (3, 12, 16))
+    assert bake.plan.groups["temperature"] == ["temperature", "wind"] and "mask" not in bake.plan.stages
+    prepare_store(bake)
+    first = stage_one_tasks(bake)
+    stage_one = sorted(key for key in first if key[0].startswith(STAGE_ONE))
+    assert len(stage_one) == 8 and any(key[0] == "mask" for key in first)  # 8 of 3 inputs; mask: one pass
+    for key in stage_one[:3]:  # killed in stage 1
+        write_task((key, first[key]), bake)
+
+    bake = planned()
+    assert bake.mode is Mode.RESUME and len(bake.plan.done) == 3
+    again = stage_one_tasks(bake)
+    assert sorted(k for k in again if k[0].startswith(STAGE_ONE)) == stage_one[3:]
+    for key, pieces in again.items():
+        write_task((key, pieces), bake)
+    keys = stage_two_keys(bake)
+    assert len(keys) == 8
+    for key in keys[:5]:  # killed in stage 2
+        write_stage_two(key, bake)
+
+    bake = planned()
+    assert bake.mode is Mode.RESUME
+    assert stage_two_keys(bake) == keys[5:] and not stage_one_tasks(bake)  # stage 1 is not read again
+    for key in stage_two_keys(bake):
+        write_stage_two(key, bake)
+    assert Path(intermediate_url(bake.plan)).exists()
+    finalize(0, bake)
+    assert not Path(intermediate_url(bake.plan)).exists()
+    assert chunk_files(tmp_path / "staged.zarr") == chunk_files(baked / "one.zarr")
+    assert zarr.open_group(str(tmp_path / "staged.zarr"), mode="r")["wind"].shape == (N, NLAT, NLON)
+    for _, ds in elements:
+        ds.close()
