@@ -17,6 +17,7 @@ encoding), so the store's bytes are those of the one-pass bake.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -91,8 +92,16 @@ def _intermediate_array(plan: "StorePlan", name: str, mode: str = "r+") -> zarr.
 
 
 def write_stage_one(name: str, region: tuple[slice, ...], values: np.ndarray, plan: "StorePlan") -> None:
-    """Write one variable's assembled stage-1 region (whole intermediate chunks) as it is."""
-    _intermediate_array(plan, name)[region] = values
+    """Write one variable's assembled stage-1 region (whole intermediate chunks) as it is.
+
+    One chunk at a time, as :func:`arcoforge.io.zarr_store.write_region` does: zarr
+    compresses the chunks of one assignment concurrently, each with its own copies.
+    """
+    array = _intermediate_array(plan, name)
+    starts = [range(s.start, s.stop, c) for s, c in zip(region, array.chunks)]
+    for corner in itertools.product(*starts):
+        part = tuple(slice(c, min(c + n, s.stop)) for c, n, s in zip(corner, array.chunks, region))
+        array[part] = values[tuple(slice(p.start - s.start, p.stop - s.start) for p, s in zip(part, region))]
 
 
 class _Region:
