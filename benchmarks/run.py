@@ -110,13 +110,13 @@ def python_job(code: str) -> list[str]:
 
 
 def bake_arcoforge(corpus_dir: Path, nfiles: int, out: Path, workers: int, max_mem: str,
-                   chunks: dict) -> tuple[float, int]:
+                   chunks: dict, extra_env: dict | None = None) -> tuple[float, int]:
     shutil.rmtree(out, ignore_errors=True)
     seconds, peak, _ = run_measured(
         [sys.executable, "-m", "arcoforge.cli", "-q", "bake", str(HERE / "corpus_recipe.py"),
          "--target-root", str(out), "--num-workers", str(workers), "--max-mem", max_mem, "--no-stac"],
         env={"ARCOFORGE_BENCH_CORPUS": str(corpus_dir), "ARCOFORGE_BENCH_FILES": str(nfiles),
-             "ARCOFORGE_BENCH_CHUNKS": json.dumps(chunks)},
+             "ARCOFORGE_BENCH_CHUNKS": json.dumps(chunks), **(extra_env or {})},
     )
     return seconds, peak
 
