@@ -25,7 +25,32 @@ import xarray as xr
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import corpus  # noqa: E402
-from run import MiB, bake_arcoforge, environment, print_table  # noqa: E402
+from run import MiB, bake_arcoforge, environment, print_table, run_measured  # noqa: E402
+
+RECHUNKER_JOB = """
+import sys, time
+import dask, xarray as xr
+from rechunker import rechunk
+paths, target, temp, nfiles, max_mem = sys.argv[1].split(","), sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
+ds = xr.open_mfdataset(paths, engine="h5netcdf", combine="nested", concat_dim="time", chunks={"time": 1})
+for name in ds.variables:
+    ds[name].encoding = {}  # netCDF's (zlib, chunksizes) are no Zarr encoding
+deep = {"time": nfiles, "lat": 30, "lon": 30}
+chunks = {"temperature": deep, "wind_speed": deep, "time": None, "lat": None, "lon": None}
+with dask.config.set(scheduler="processes", num_workers=2):
+    rechunk(ds, chunks, max_mem, target, temp_store=temp).execute()
+"""
+
+
+def bake_rechunker(python: str, paths: list[str], out: Path, nfiles: int, max_mem: str) -> tuple[float, int]:
+    """rechunker 0.5.4 (zarr 2: its own virtualenv) on the same files, 2 dask worker processes."""
+    import shutil
+
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    seconds, peak, _ = run_measured([python, "-c", RECHUNKER_JOB, ",".join(paths), str(out / "bench.zarr"),
+                                     str(out / "temp.zarr"), str(nfiles), max_mem])
+    return seconds, peak
 
 
 def same_values(store: Path, reference: Path) -> str:
@@ -47,11 +72,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--workdir", default="/tmp/arcoforge-bench")
     parser.add_argument("--skip-one-pass", action="store_true", help="leave out the slow one-pass deep run")
+    parser.add_argument("--rechunker-python", help="a Python with rechunker (and zarr<3) to run it too")
     parser.add_argument("--output", help="also write the table (markdown) to this file")
     args = parser.parse_args()
     workdir = Path(args.workdir)
     corpus_dir = workdir / "corpus"
-    corpus.write_corpus(corpus_dir, args.files)
+    paths = corpus.write_corpus(corpus_dir, args.files)
     deep = {"time": args.files, "lat": 30, "lon": 30}
     runs = [("shallow: time=30, 1 pass", {"time": 30}, "4.0", "shallow")]
     if not args.skip_one_pass:
@@ -65,8 +91,16 @@ def main() -> None:
         stores[folder] = out / "bench.zarr"
         rows.append([name, f"{seconds:.1f}", f"{peak / MiB:,.0f}"])
         print(rows[-1], flush=True)
+    folders = [r[3] for r in runs]
+    if args.rechunker_python:  # its max_mem is per task: the same data budget per worker as arcoforge's
+        seconds, peak = bake_rechunker(args.rechunker_python, paths, workdir / "out-rechunker", args.files,
+                                       "342MB")
+        rows.append([f"rechunker 0.5.4 (dask, 2 processes), same deep chunks", f"{seconds:.1f}",
+                     f"{peak / MiB:,.0f}"])
+        stores["rechunker"], folders = workdir / "out-rechunker" / "bench.zarr", folders + ["rechunker"]
+        print(rows[-1], flush=True)
     shallow_seconds = float(rows[0][1])
-    for row, folder in zip(rows, [r[3] for r in runs]):
+    for row, folder in zip(rows, folders):
         row.append(f"{float(row[1]) / shallow_seconds:.1f}x")
         row.append("reference" if folder == "shallow" else same_values(stores[folder], stores["shallow"]))
     nbytes = args.files * 720 * 1440 * 4 * 2
