@@ -39,6 +39,9 @@ def test_deep_rechunk_of_the_issue_inflates_16_times_in_one_pass_and_3_passes_in
     assert math.prod(plan.stage1_task) * BPE <= budget
     assert (plan.one_pass, plan.stage1, plan.stage2, plan.staged) == (16.0, 1.0, 1.0, 3.0)
     assert "16.0x" in plan.describe()
+    # grown only to 128 MiB, as one-pass tasks are along concat axes: 23 stage-1 tasks for 2 workers, not 9
+    plan = plan_stages(SHAPE, ONE_STEP, task, BPE, budget, grow_to=128 * 2**20)
+    assert plan is not None and plan.intermediate == (16, 180, 360) and plan.staged == 3.0
 
 
 def test_shallow_rechunk_stays_one_pass():

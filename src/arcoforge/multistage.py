@@ -156,6 +156,7 @@ def plan_stages(
     bytes_per_element: int,
     max_mem: int,
     threshold: float = DEFAULT_THRESHOLD,
+    grow_to: int | None = None,
 ) -> StagePlan | None:
     """A two-stage rechunk of an array of ``shape`` when one pass would inflate it over ``threshold`` times.
 
@@ -171,12 +172,16 @@ def plan_stages(
     and the intermediate chunk is the task's length, so stage 2 reads each
     intermediate chunk once. Where they are shorter ("gathering" axes, the
     concat dimension of one-step inputs), stage-1 tasks and intermediate chunks
-    are one length, the longest that fits the budget, preferring lengths that
-    read whole source chunks and tile the task.
+    are one length, the longest that fits the budget (and ``grow_to`` bytes, if
+    given: more, smaller stage-1 tasks spread over more workers), preferring
+    lengths that read whole source chunks and tile the task.
 
     >>> p = plan_stages((365, 720, 1440), ((1,) * 365, (720,), (1440,)), (365, 180, 360), 8, 342_713_600)
     >>> p.intermediate, p.stage1_task, p.one_pass, p.staged
     ((41, 180, 360), (41, 720, 1440), 16.0, 3.0)
+    >>> plan_stages((365, 720, 1440), ((1,) * 365, (720,), (1440,)), (365, 180, 360), 8, 342_713_600,
+    ...             grow_to=128 * 2**20).stage1_task
+    (16, 720, 1440)
     """
     shape = tuple(int(s) for s in shape)
     task = tuple(min(max(int(t), 1), max(s, 1)) for t, s in zip(task_shape, shape))
@@ -196,11 +201,12 @@ def plan_stages(
         return None
     best: tuple[float, int, tuple[int, ...]] | None = None
     # Gathering axes: the last first (usually one; several are tried jointly, a few candidates each).
-    room = max_mem // fixed
+    limit = max(min(max_mem, grow_to or max_mem), fixed)
+    room = limit // fixed
     options = [_gather_candidates(shape[a], task[a], longest[a], room)[: _MAX_CANDIDATES if len(gather) == 1 else 8]
                for a in gather]
     for choice in _products(options):
-        if fixed * math.prod(choice) > max_mem:
+        if fixed * math.prod(choice) > limit:
             continue
         for a, length in zip(gather, choice):
             stage1[a] = inter[a] = length

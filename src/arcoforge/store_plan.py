@@ -32,7 +32,7 @@ from .chunking import (
 from .errors import RecipeError
 from .multistage import DEFAULT_THRESHOLD, StagePlan, plan_stages, source_chunking
 from .packing import store_value_encoding
-from .rechunk import MAX_PIECES_PER_TASK, TaskGrid, group_variables, plan_task_grid
+from .rechunk import MAX_PIECES_PER_TASK, TASK_TARGET_BYTES, TaskGrid, group_variables, plan_task_grid
 from .schema import DatasetSchema, VariableSchema, schema_as_dataset
 from .zarr_encoding import split_encoding
 
@@ -237,7 +237,8 @@ def plan_group_stages(schema: DatasetSchema, groups: dict[str, list[str]], grids
             continue
         concat = {axis: schema.lengths[dim] for axis, dim in enumerate(variable.dims) if dim in schema.lengths}
         stage = plan_stages(variable.shape, source_chunking(variable.shape, concat), grids[group].task_shape,
-                            max(working_bytes_per_element(schema.variables[n]) for n in names), max_mem, threshold)
+                            max(working_bytes_per_element(schema.variables[n]) for n in names), max_mem, threshold,
+                            grow_to=TASK_TARGET_BYTES)
         if stage is not None:
             logger.info("variable %s: %s", "+".join(names), stage.describe())
             stages[group] = stage
