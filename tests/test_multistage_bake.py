@@ -21,7 +21,7 @@ import zarr
 import arcoforge as af
 from arcoforge.core import StoreSpec, cut_pieces, finalize, plan_bake, prepare_store, read_schema, write_task
 from arcoforge.core.bake import Mode, stage_two_keys, write_stage_two
-from arcoforge.core.stages import STAGE_ONE, intermediate_url
+from arcoforge.core.stages import STAGE_ONE, intermediate_url, stage_one_work
 from arcoforge.io.state import state_url
 
 N, NLAT, NLON = 24, 12, 16
@@ -120,6 +120,7 @@ def test_a_staged_bake_killed_in_either_stage_resumes_to_the_same_store(baked, p
         return tasks
 
     bake = planned()
+    assert stage_one_work(bake.plan) == (8, 2 * N * NLAT * NLON * 4)  # for progress: stage 1's tasks and bytes
     stage = bake.plan.stages["temperature"]
     assert (stage.one_pass, stage.staged, stage.intermediate, stage.stage1_task) == (8.0, 3.0, (3, 6, 4), (3, 12, 16))
     assert bake.plan.groups["temperature"] == ["temperature", "wind"] and "mask" not in bake.plan.stages
@@ -132,6 +133,7 @@ def test_a_staged_bake_killed_in_either_stage_resumes_to_the_same_store(baked, p
 
     bake = planned()
     assert bake.mode is Mode.RESUME and len(bake.plan.done) == 3
+    assert stage_one_work(bake.plan)[0] == 5 + 3
     again = stage_one_tasks(bake)
     assert sorted(k for k in again if k[0].startswith(STAGE_ONE)) == stage_one[3:]
     for key, pieces in again.items():

@@ -47,7 +47,7 @@ from ..io.zarr_store import publish_bake, with_documents, write_region, write_te
 from ..store_plan import StorePlan, plan_description, plan_store
 from ..store_template import render_plan
 from .stages import (INTERMEDIATE, STAGE_ONE, cutting_grids, is_stage_one, prepare_intermediate, stage_one_key,
-                     stage_one_needed, stage_two_pieces, stage_two_tasks, write_stage_one)
+                     stage_one_needed, stage_one_work, stage_two_pieces, stage_two_tasks, write_stage_one)
 
 logger = logging.getLogger(__name__)
 
@@ -218,8 +218,9 @@ def plan_bake(spec: StoreSpec, input_schemas: list[InputSchema], state: StoreSta
     description = plan_description(plan)
     print_ = fingerprint(description)
     mode, plan = _decide(state, plan, print_, existing is not None, journal, unfinished)
+    extra_tasks, extra_bytes = stage_one_work(plan)  # (0, 0) unless staged
     record_event(spec.progress_dir, "plan", store=url, n_inputs=plan.schema.n_inputs,
-                 n_tasks=plan.n_tasks - len(plan.done), nbytes=plan.nbytes)
+                 n_tasks=plan.n_tasks - len(plan.done) + extra_tasks, nbytes=plan.nbytes + extra_bytes)
     checkpoint("append.plan" if existing is not None else "bake.plan")
     return BakePlan(plan, mode, print_, description, owner=spec.owner, progress_dir=spec.progress_dir)
 

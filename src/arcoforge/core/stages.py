@@ -129,3 +129,21 @@ def stage_two_pieces(key: tuple[str, tuple[int, ...]], plan: "StorePlan") -> lis
     region = plan.grids[key[0]].region(key[1])
     variables: dict[str, Any] = {name: _Region(plan, name, region) for name in plan.groups[key[0]]}
     return [(tuple(s.start for s in region), variables, f"the intermediate of {plan.url}")]
+
+
+def stage_one_work(plan: "StorePlan") -> tuple[int, int]:
+    """What stage 1 adds to a plan's progress: ``(tasks, bytes)`` still to write.
+
+    The tasks count is a correction to ``plan.n_tasks - len(plan.done)``: the
+    stage-1 tasks still to write, plus those done (counted in ``plan.done``).
+    """
+    done_here = sum(1 for done in plan.done if done.startswith(STAGE_ONE))
+    tasks = nbytes = 0
+    grids = cutting_grids(plan)
+    for group in plan.stages:
+        if not stage_one_needed(plan, group):
+            continue
+        tasks += sum(1 for task in grids[group] if task_id(*stage_one_key(group, tuple(task))) not in plan.done)
+        nbytes += sum(int(np.prod(plan.schema.variables[name].shape)) * plan.schema.variables[name].dtype.itemsize
+                      for name in plan.groups[group])
+    return tasks + done_here, nbytes
