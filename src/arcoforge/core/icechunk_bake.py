@@ -111,7 +111,9 @@ def plan_icechunk_bake(spec: StoreSpec, input_schemas: list[InputSchema], branch
     else:
         schema = combine_schemas(input_schemas, combine_dims, nitems)
     record = {**provenance(n_inputs=schema.n_inputs), **spec.provenance}
-    plan = plan_store(schema, url, **spec.plan_kwargs(provenance_attrs(record)), append_to=existing)
+    # One pass: a transaction's writes are its session's, with no state folder for an intermediate.
+    kwargs = {**spec.plan_kwargs(provenance_attrs(record)), "multistage_threshold": None}
+    plan = plan_store(schema, url, **kwargs, append_to=existing)
     if existing is None:
         plan = with_documents(plan)
     else:
