@@ -65,4 +65,4 @@ def test_a_recipe_id_with_a_slash_is_refused(tmp_path, daily_archive, capsys):
 
     with pytest.raises(RecipeError, match=r"recipe id '\.\./up' would leave the target root"):
         _bake_recipe(RecipeRef("../up", None, None, recipe, "recipe.py"), None, Events(), prune=None, dry_run=False,
-                     metadata=None, break_lease=False, append=False, feedstock_name=None, collection_id=None)
+                     metadata=None, break_lease=False, append=False, feedstock_name=None, stac_fields={})

@@ -181,3 +181,19 @@ def test_an_08_recipe_baked_by_arcoforge_bake(served):
     assert store.attrs["input_format"] == "nc"  # process_input was given the input URL
     lock = [w for w in caught if issubclass(w.category, ObsoleteArgumentWarning) and "lock_timeout" in str(w.message)]
     assert lock, [str(w.message) for w in caught]
+
+
+def test_an_08_reference_recipe_baked_by_arcoforge_bake(served):
+    from arcoforge.bake import bake
+
+    root, files, servers = served
+    legacy = ported("legacy_references.py", root / "ported")
+    bake(str(legacy), target_root=str(root / "target"), stac=False)
+    references = root / "target" / "recipe" / "pr.json"
+    opened = xr.open_dataset(str(references), engine="kerchunk", chunks={}).load()
+    expected = mf([files[f"pr_{i:02d}.nc"] for i in range(6)])
+    xr.testing.assert_equal(opened, expected)
+    text = references.read_text()
+    assert servers[0].url("pr_00.nc") in text and len(text) < 20_000  # references to the served files, not data
+    with pytest.raises(af.RecipeError, match="coo_map cannot be honoured"):
+        af.HDFReferenceRecipe(af.pattern_from_file_sequence(["a.nc"], "time"), coo_map={"time": "cf:time"})

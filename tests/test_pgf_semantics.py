@@ -219,3 +219,20 @@ def test_xarray_zarr_steps_cut_and_combine_in_order():
     index, combined = combine_chunk(parts[::-1], "time", 2, {}, lambda d: d * 2)
     assert index[time] == Position(1)
     np.testing.assert_array_equal(combined.a.values, np.arange(5.0) * 2)
+
+
+def test_merkle_list_finds_where_a_grown_pattern_starts_and_leaves_secrets_out():
+    from arcoforge import FilePattern, ConcatDim
+
+    def pattern(days, **kwargs):
+        return FilePattern(lambda time: f"https://h/{time}.nc", ConcatDim("time", days), **kwargs)
+
+    old, grown = pattern([1, 2, 3]), pattern([1, 2, 3, 4, 5])
+    assert len(old.get_merkle_list()) == 4 and grown.get_merkle_list()[:4] == old.get_merkle_list()
+    start = grown.start_processing_from(old.get_merkle_list()[-1])
+    assert start is not None and dict(grown.items())[start] == "https://h/4.nc"
+    assert pattern([1, 9, 3]).start_processing_from(old.get_merkle_list()[-1]) is None  # an input changed
+    assert old.start_processing_from(old.get_merkle_list()[-1]) is None  # nothing new
+    secret = pattern([1, 2, 3], query_string_secrets={"token": "s3cr3t"})
+    assert secret.get_merkle_list() == old.get_merkle_list()
+    assert pattern([1, 2, 3], file_type="netcdf3").get_merkle_list()[0] != old.get_merkle_list()[0]

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from .beam.virtual import OpenWithKerchunk, WriteCombinedReference, WriteVirtualIcechunk
     from .compat.concurrency import MapWithConcurrencyLimit
     from .compat.storage import CacheFSSpecTarget, FlatFSSpecTarget, FSSpecTarget
+    from .compat.hdf_reference import HDFReferenceRecipe
     from .compat.xarray_zarr import XarrayZarrRecipe
 
 
@@ -92,6 +93,7 @@ _PUBLIC = {
     "FlatFSSpecTarget": "compat.storage",
     "MapWithConcurrencyLimit": "compat.concurrency",
     "XarrayZarrRecipe": "compat.xarray_zarr",
+    "HDFReferenceRecipe": "compat.hdf_reference",
 }
 
 __all__ = sorted(_PUBLIC)

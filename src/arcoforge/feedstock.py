@@ -120,14 +120,14 @@ def recipes_in_module(module: ModuleType, recipe_id: str | None = None, attr: st
 
 
 def _is_recipe(value: Any) -> bool:
-    """A PTransform, or a recipe object that builds one (pangeo-forge 0.5–0.8's ``XarrayZarrRecipe``)."""
-    from .compat.xarray_zarr import XarrayZarrRecipe
+    """A PTransform, or a recipe object that builds one (pangeo-forge 0.5–0.8's recipe classes)."""
+    from .compat.legacy_recipes import LEGACY_RECIPES
 
-    return isinstance(value, (beam.PTransform, XarrayZarrRecipe))
+    return isinstance(value, (beam.PTransform, *LEGACY_RECIPES))
 
 
 def _as_transform(value: Any, recipe_id: str) -> beam.PTransform:
-    from .compat.xarray_zarr import recipe_transform
+    from .compat.legacy_recipes import recipe_transform
 
     return recipe_transform(value, recipe_id)
 

@@ -326,6 +326,46 @@ class FilePattern:
             digest.update(self.format_function(**self._keys_of(index)).encode())
         return digest.digest()
 
+    def get_merkle_list(self) -> list[bytes]:
+        """Chained digests of the pattern: one of its options, then one more per input, in order.
+
+        Item ``i + 1`` hashes item ``i`` with the URL of the ``i``-th input, so a
+        pattern that only gains inputs at its end keeps every earlier item: an
+        appender compares lists to find where the new inputs start (pangeo-forge-recipes
+        0.10's scheme; secrets are left out of the options digested).
+
+        >>> pattern = pattern_from_file_sequence(["a.nc", "b.nc"], "time")
+        >>> grown = pattern_from_file_sequence(["a.nc", "b.nc", "c.nc"], "time")
+        >>> len(pattern.get_merkle_list()), grown.get_merkle_list()[:3] == pattern.get_merkle_list()
+        (3, True)
+        """
+        options = {
+            "fsspec_open_kwargs": repr(sorted(self.fsspec_open_kwargs.items())) if self.fsspec_open_kwargs else None,
+            "file_type": self.file_type.value,
+            "nitems_per_file": {dim.name: dim.nitems_per_file for dim in self.combine_dims
+                                if isinstance(dim, ConcatDim) and dim.nitems_per_file is not None} or None,
+        }
+        chain = [hashlib.sha256(json.dumps({k: v for k, v in options.items() if v}, sort_keys=True).encode()).digest()]
+        for index in self:
+            url_digest = hashlib.sha256(self.format_function(**self._keys_of(index)).encode()).digest()
+            chain.append(hashlib.sha256(chain[-1] + url_digest).digest())
+        return chain
+
+    def start_processing_from(self, old_pattern_last_hash: bytes) -> Index | None:
+        """The first input a pattern whose last merkle item is ``old_pattern_last_hash`` did not have.
+
+        ``None`` when the old pattern is not a beginning of this one (or holds all of it).
+
+        >>> old = pattern_from_file_sequence(["a.nc", "b.nc"], "time")
+        >>> new = pattern_from_file_sequence(["a.nc", "b.nc", "c.nc"], "time")
+        >>> new.start_processing_from(old.get_merkle_list()[-1])
+        Index(time=2)
+        """
+        for index, digest in zip(self, self.get_merkle_list()):
+            if digest == old_pattern_last_hash:
+                return index
+        return None
+
     def _keys_of(self, index: Index) -> dict[str, Any]:
         return {
             dim.name: dim.keys[index[Dimension(dim.name, dim.operation)].value]

@@ -19,12 +19,13 @@ from ..core.icechunk_bake import (IcechunkBake, commit_icechunk, plan_icechunk_b
 from ..io.icechunk_store import quiet_icechunk_logs
 from ..runtime.context import resolve_context
 from .common import count
+from ..schema import SchemaPool
 from .store import ReadSchemas, StoreToZarr
 
 
-def _plan(schemas: list, spec, branch: str) -> IcechunkBake:
+def _plan(pool: SchemaPool, spec, branch: str) -> IcechunkBake:
     quiet_icechunk_logs()
-    return plan_icechunk_bake(spec, schemas, branch)
+    return plan_icechunk_bake(spec, pool.schemas(), branch)
 
 
 def _write_and_count(task: tuple, bake: IcechunkBake, fork: bytes) -> bytes:

@@ -32,8 +32,10 @@ def _in_order(elements: list[tuple[Index, Any]], concat_dims: Sequence[str]) -> 
     return [ds for _, ds in sorted(elements, key=lambda e: tuple(e[0].find_position(d).value for d in concat_dims))]
 
 
-def _write_references(elements: list, concat_dims: Sequence[str], identical_dims: Sequence[str], url: str) -> str:
-    return vr.write_reference_file(vr.combine(_in_order(elements, concat_dims), concat_dims, identical_dims), url)
+def _write_references(elements: list, concat_dims: Sequence[str], identical_dims: Sequence[str], url: str,
+                      storage_options: dict | None) -> str:
+    return vr.write_reference_file(vr.combine(_in_order(elements, concat_dims), concat_dims, identical_dims), url,
+                                   storage_options)
 
 
 def _write_icechunk(elements: list, concat_dims: Sequence[str], identical_dims: Sequence[str], url: str,
@@ -89,7 +91,7 @@ class _CombineVirtual(beam.PTransform):
 
     def _target(self) -> tuple[str, BakeContext]:
         context = resolve_context(self.context)
-        root = self.target_root or context.target_root
+        root = context.choose("target_root", self.target_root)
         if not root:
             raise RecipeError(f"{type(self).__name__}({self.store_name!r}) has no target_root: pass target_root=..., "
                               "or run the recipe with `arcoforge bake --target-root URL`")
@@ -114,11 +116,12 @@ class WriteCombinedReference(_CombineVirtual):
             require_package("fastparquet", "virtual", f"WriteCombinedReference({self.output_file_name!r})")
 
     def expand(self, opened: beam.PCollection) -> beam.PCollection:
-        url, _ = self._target()
+        url, context = self._target()
+        options = context.choose("storage_options", self.storage_options)
         return (opened
                 | "Gather references" >> beam.combiners.ToList()
                 | "Write references" >> beam.Map(_write_references, list(self.concat_dims),
-                                                 list(self.identical_dims), f"{url}/{self.output_file_name}"))
+                                                 list(self.identical_dims), f"{url}/{self.output_file_name}", options))
 
 
 @dataclass

@@ -28,6 +28,7 @@ MODULES = {
     "pangeo_forge_recipes.openers": "arcoforge.openers",
     "pangeo_forge_recipes.injections": "arcoforge.runtime.injection",
     "pangeo_forge_recipes.recipes.xarray_zarr": "arcoforge.recipes.xarray_zarr",
+    "pangeo_forge_recipes.recipes.reference_hdf_zarr": "arcoforge.recipes.reference_hdf_zarr",
 }
 REAL_DISTRIBUTION = "pangeo-forge-recipes"
 # The pangeo-forge-recipes API the alias answers for: plug-ins that compare ``__version__`` see 0.10.8,

@@ -22,7 +22,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+
 
 import apache_beam as beam
 import xarray as xr
@@ -146,12 +146,3 @@ class XarrayZarrRecipe:
     def copy_pruned(self, nkeep: int = 2) -> "XarrayZarrRecipe":
         """A copy that bakes only the first ``nkeep`` inputs of the concat dimension."""
         return replace(self, file_pattern=self.file_pattern.prune(nkeep))
-
-
-def recipe_transform(value: Any, recipe_id: str) -> beam.PTransform | None:
-    """The PTransform a recipe object stands for: itself, or its ``to_beam(recipe_id)``; ``None`` if neither."""
-    if isinstance(value, beam.PTransform):
-        return value
-    if isinstance(value, XarrayZarrRecipe):
-        return value.to_beam(recipe_id)
-    return None

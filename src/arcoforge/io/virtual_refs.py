@@ -213,16 +213,32 @@ def combine(datasets: Sequence[xr.Dataset], concat_dims: Sequence[str],
                          data_vars="minimal")
 
 
-def write_reference_file(vds: xr.Dataset, url: str) -> str:
-    """Write kerchunk references (``.json``, or ``.parquet``) to ``url``; returns it."""
+def write_reference_file(vds: xr.Dataset, url: str, storage_options: dict | None = None) -> str:
+    """Write kerchunk references (``.json``, or ``.parquet``) to ``url``; returns it.
+
+    JSON is written whole or not at all (a reader never sees half a file), on any
+    fsspec filesystem (``storage_options``); parquet references are a folder kerchunk
+    writes on a local path.
+    """
+    import json
     import os
 
+    from .atomic import write_atomically
+    from .filesystems import filesystem
+
     fmt = "parquet" if url.rstrip("/").endswith(".parquet") else "json"
-    if "://" not in url:
-        os.makedirs(os.path.dirname(os.path.abspath(url)), exist_ok=True)
+    if fmt == "parquet" and "://" in url and not url.startswith("file://"):
+        raise RecipeError(f"parquet references are written on a local path only, not {url}: "
+                          "write reference.json, or bake to a local target and copy the folder")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        vds.vz.to_kerchunk(url, format=fmt)
+        if fmt == "json":
+            fs, path = filesystem(url, storage_options)
+            refs = vds.vz.to_kerchunk(format="dict")
+            write_atomically(path, json.dumps(refs).encode(), fs)
+        else:
+            os.makedirs(os.path.dirname(os.path.abspath(url)), exist_ok=True)
+            vds.vz.to_kerchunk(url, format=fmt)
     logger.info("wrote %s references of %s", fmt, url)
     return url
 
