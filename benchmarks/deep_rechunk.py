@@ -1,7 +1,7 @@
 """Benchmark: the deep rechunk (time-series layout) in one pass and in two stages, against the shallow one.
 
     python benchmarks/deep_rechunk.py --files 120            # ~1 GB of one-step 720x1440 files
-    python benchmarks/deep_rechunk.py --files 365 --output benchmarks/deep_rechunk.md
+    python benchmarks/deep_rechunk.py --files 365 --runs deep-1   # one run; the table keeps earlier ones
 
 One-step daily files (benchmarks/corpus.py: two float32 fields, zlib, one chunk
 per field) baked by ``arcoforge bake`` with 2 workers and max_mem=1GB into
@@ -16,6 +16,7 @@ with the shallow one before the table is printed.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -71,7 +72,8 @@ def main() -> None:
     parser.add_argument("--max-mem", default="1GB")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--workdir", default="/tmp/arcoforge-bench")
-    parser.add_argument("--skip-one-pass", action="store_true", help="leave out the slow one-pass deep run")
+    parser.add_argument("--runs", default="shallow,deep-1,deep-2",
+                        help="which runs (shallow, deep-1, deep-2); the others' rows come from earlier runs' results")
     parser.add_argument("--rechunker-python", help="a Python with rechunker (and zarr<3) to run it too")
     parser.add_argument("--output", help="also write the table (markdown) to this file")
     args = parser.parse_args()
@@ -79,26 +81,34 @@ def main() -> None:
     corpus_dir = workdir / "corpus"
     paths = corpus.write_corpus(corpus_dir, args.files)
     deep = {"time": args.files, "lat": 30, "lon": 30}
-    runs = [("shallow: time=30, 1 pass", {"time": 30}, "4.0", "shallow")]
-    if not args.skip_one_pass:
-        runs.append((f"deep: time={args.files}, lat=30, lon=30, 1 pass", deep, "null", "deep-1"))
-    runs.append((f"deep: time={args.files}, lat=30, lon=30, 2 stages", deep, "4.0", "deep-2"))
+    runs = [("shallow: time=30, 1 pass", {"time": 30}, "4.0", "shallow"),
+            (f"deep: time={args.files}, lat=30, lon=30, 1 pass", deep, "null", "deep-1"),
+            (f"deep: time={args.files}, lat=30, lon=30, 2 stages", deep, "4.0", "deep-2")]
+    wanted = args.runs.split(",")
+    results = workdir / f"deep-{args.files}-{args.max_mem}.json"  # rows kept between invocations
+    kept = json.loads(results.read_text()) if results.exists() else {}
     rows, stores = [], {}
     for name, chunks, threshold, folder in runs:
         out = workdir / f"out-{folder}"
-        seconds, peak = bake_arcoforge(corpus_dir, args.files, out, args.workers, args.max_mem, chunks,
-                                       extra_env={"ARCOFORGE_BENCH_MULTISTAGE": threshold})
         stores[folder] = out / "bench.zarr"
-        rows.append([name, f"{seconds:.1f}", f"{peak / MiB:,.0f}"])
-        print(rows[-1], flush=True)
-    folders = [r[3] for r in runs]
+        if folder in wanted:
+            seconds, peak = bake_arcoforge(corpus_dir, args.files, out, args.workers, args.max_mem, chunks,
+                                           extra_env={"ARCOFORGE_BENCH_MULTISTAGE": threshold})
+            kept[folder] = [name, f"{seconds:.1f}", f"{peak / MiB:,.0f}"]
+            results.write_text(json.dumps(kept))
+            print(kept[folder], flush=True)
+    folders = [folder for *_, folder in runs if folder in kept]
+    rows = [list(kept[folder]) for folder in folders]
     if args.rechunker_python:  # its max_mem is per task: the same data budget per worker as arcoforge's
         seconds, peak = bake_rechunker(args.rechunker_python, paths, workdir / "out-rechunker", args.files,
                                        "342MB")
-        rows.append([f"rechunker 0.5.4 (dask, 2 processes), same deep chunks", f"{seconds:.1f}",
-                     f"{peak / MiB:,.0f}"])
-        stores["rechunker"], folders = workdir / "out-rechunker" / "bench.zarr", folders + ["rechunker"]
-        print(rows[-1], flush=True)
+        kept["rechunker"] = ["rechunker 0.5.4 (dask, 2 processes), same deep chunks", f"{seconds:.1f}",
+                             f"{peak / MiB:,.0f}"]
+        results.write_text(json.dumps(kept))
+        print(kept["rechunker"], flush=True)
+    if "rechunker" in kept:
+        stores["rechunker"] = workdir / "out-rechunker" / "bench.zarr"
+        folders, rows = folders + ["rechunker"], rows + [list(kept["rechunker"])]
     shallow_seconds = float(rows[0][1])
     for row, folder in zip(rows, folders):
         row.append(f"{float(row[1]) / shallow_seconds:.1f}x")
