@@ -452,8 +452,15 @@ def prune_pipeline(pipeline: beam.Pipeline, nkeep: int, what: str = "the recipe"
 
 
 def pruned_recipe(ref: RecipeRef, nkeep: int) -> beam.PTransform | None:
-    """The recipe the module's ``prune_recipe(recipe_id, nkeep)`` hook returns, if it has one."""
+    """The recipe the module's ``prune_recipe(recipe_id, nkeep)`` hook returns, if it has one.
+
+    A pre-Beam recipe object (pangeo-forge 0.5–0.8) prunes itself (``copy_pruned``),
+    so its chunks of several inputs are regrouped for the inputs kept.
+    """
     hook = getattr(ref.module, PRUNE_HOOK, None)
+    legacy = getattr(ref.transform, "recipe", None)
+    if hook is None and hasattr(legacy, "copy_pruned"):
+        return _as_transform(legacy.copy_pruned(nkeep), ref.id)
     if hook is None:
         return None
     recipe = hook(ref.id, nkeep)
