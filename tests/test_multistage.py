@@ -123,3 +123,16 @@ def test_amplification_matches_counting_chunk_by_chunk_and_plans_keep_their_prom
         inter = tuple(regular_chunks(s, c) for s, c in zip(shape, plan.intermediate))
         assert plan.stage2 == pytest.approx(_brute_force(inter, plan.task))
     assert planned > 20
+
+
+@pytest.mark.parametrize("threshold", [0.5, "4", True, float("nan")])
+def test_a_threshold_that_is_no_amplification_is_refused_when_the_recipe_is_built(threshold):
+    from arcoforge import StoreToZarr, pattern_from_file_sequence
+    from arcoforge.core.options import StoreOptionsError
+    from arcoforge.runtime.context import BakeContext
+
+    pattern = pattern_from_file_sequence(["a.nc", "b.nc"], "time")
+    step = StoreToZarr(store_name="s.zarr", combine_dims=pattern.combine_dim_keys, target_root="/tmp/x",
+                       multistage_threshold=threshold)
+    with pytest.raises(StoreOptionsError, match="multistage_threshold must be a read amplification of at least 1"):
+        step.spec(BakeContext())

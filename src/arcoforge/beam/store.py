@@ -266,7 +266,8 @@ class StoreToZarr(beam.PTransform):
         options = dict(store_name=self.store_name, combine_dims=self.combine_dims, target_chunks=self.target_chunks,
                        zarr_format=self.zarr_format, dynamic_chunking_fn=self.dynamic_chunking_fn,
                        append_dim=self.append_dim, encoding=self.encoding)
-        return {**options, "target_shards": self.target_shards, "max_mem": self.max_mem} if sizes else options
+        return {**options, "target_shards": self.target_shards, "max_mem": self.max_mem,
+                "multistage_threshold": self.multistage_threshold} if sizes else options
 
     def option_problems(self) -> list[str]:
         """Every problem of this step's options, as ``lint`` reports them and a build raises them."""

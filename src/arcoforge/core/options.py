@@ -82,7 +82,8 @@ def construction_problems(*, store_name: Any, combine_dims: Iterable[Any] = (), 
 
 def store_option_problems(*, store_name: Any, combine_dims: Iterable[Any] = (), target_chunks: Any = None,
                           target_shards: Any = None, zarr_format: Any = 3, dynamic_chunking_fn: Any = None,
-                          max_mem: Any = None, append_dim: Any = None, encoding: Any = None) -> list[str]:
+                          max_mem: Any = None, append_dim: Any = None, encoding: Any = None,
+                          multistage_threshold: Any = None) -> list[str]:
     """Every problem of one store step's options, each a message naming the option and what was expected."""
     merge = [d.name for d in combine_dims or [] if d.operation.name == "MERGE"]
     problems = construction_problems(store_name=store_name, combine_dims=combine_dims, target_chunks=target_chunks,
@@ -96,6 +97,10 @@ def store_option_problems(*, store_name: Any, combine_dims: Iterable[Any] = (), 
             problems.append("target_shards needs zarr_format=3: Zarr v2 has no shards")
     if max_mem is not None:  # None: the bake context's, else the default
         problems += _parse_problem(max_mem, "max_mem", f"max_mem {max_mem!r} is not a size")
+    if multistage_threshold is not None and (isinstance(multistage_threshold, bool) or not isinstance(
+            multistage_threshold, (int, float)) or not multistage_threshold >= 1):
+        problems.append(f"multistage_threshold must be a read amplification of at least 1 (default 4), or None "
+                        f"for one pass always; got {multistage_threshold!r}")
     return problems
 
 
