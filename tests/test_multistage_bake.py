@@ -155,3 +155,54 @@ def test_a_staged_bake_killed_in_either_stage_resumes_to_the_same_store(baked, p
     assert zarr.open_group(str(tmp_path / "staged.zarr"), mode="r")["wind"].shape == (N, NLAT, NLON)
     for _, ds in elements:
         ds.close()
+
+
+RECIPE = """
+import apache_beam as beam
+import arcoforge as af
+
+pattern = af.pattern_from_file_sequence({paths!r}, "time")
+recipe = (beam.Create(pattern.items()) | af.OpenWithXarray()
+          | af.StoreToZarr(store_name="staged.zarr", combine_dims=pattern.combine_dim_keys,
+                           target_chunks={chunks!r}, max_mem={max_mem}))
+"""
+
+
+def test_a_staged_bake_killed_by_sigkill_in_either_stage_reruns_to_the_same_bytes(baked, paths, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    recipe_file = tmp_path / "recipe.py"
+    recipe_file.write_text(RECIPE.format(paths=paths, chunks=CHUNKS, max_mem=MAX_MEM))
+    src = str(Path(af.__file__).parents[1])
+
+    def start(target: Path, fault: str | None) -> subprocess.Popen:
+        env = {**os.environ, "PYTHONPATH": src}
+        env.pop("ARCOFORGE_FAULT_AT", None)
+        if fault:
+            env["ARCOFORGE_FAULT_AT"] = fault
+        return subprocess.Popen([sys.executable, "-m", "arcoforge.cli", "-q", "bake", str(recipe_file),
+                                 "--target-root", str(target), "--no-stac"], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    # Killed in the middle of stage 1 (into the intermediate), and in stage 2 (from it), two at a time.
+    faults = {"stage-1": "bake.stage1#3", "stage-2": "bake.task#5"}
+    killed = {name: start(tmp_path / name, fault) for name, fault in faults.items()}
+    for name, process in killed.items():
+        _, err = process.communicate(timeout=300)
+        assert process.returncode == -signal.SIGKILL, (name, err[-2000:])
+        assert not (tmp_path / name / "staged.zarr" / "zarr.json").exists()  # readers see no store yet
+    def done(name: str, group: str) -> int:
+        folder = Path(state_url(str(tmp_path / name / "staged.zarr"))) / "done" / group
+        return len(list(folder.iterdir())) if folder.exists() else 0
+
+    # where each died: 3 of 8 stage-1 tasks written; all 8, then 2 stage-2 tasks
+    assert (done("stage-1", ".stage1/temperature"), done("stage-1", "temperature")) == (3, 0)
+    assert (done("stage-2", ".stage1/temperature"), done("stage-2", "temperature")) == (8, 2)
+    reruns = {name: start(tmp_path / name, None) for name in faults}
+    for name, process in reruns.items():
+        _, err = process.communicate(timeout=300)
+        assert process.returncode == 0, (name, err[-2000:])
+        assert chunk_files(tmp_path / name / "staged.zarr") == chunk_files(baked / "one.zarr"), name
+        assert not (Path(state_url(str(tmp_path / name / "staged.zarr"))) / "stage1").exists()

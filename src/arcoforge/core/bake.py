@@ -310,7 +310,7 @@ def write_task(task: tuple[tuple, Iterable[Any]], bake: BakePlan) -> int:
         del values
         release_freed_memory()
     store_state(plan.url, plan.storage_options).mark_done(task_id(*key))
-    checkpoint("append.task" if plan.append_dim else "bake.task")
+    checkpoint("bake.stage1" if staged else "append.task" if plan.append_dim else "bake.task")
     record_event(bake.progress_dir, "task", store=plan.url, variables=sorted(variables), nbytes=nbytes)
     return nbytes
 
