@@ -52,11 +52,13 @@ def all_workers(warm: WarmWorkers, count: int) -> list[psutil.Process]:
         return [psutil.Process(process.pid) for process in warm.processes]
     (first,) = warm.processes
     zygote = psutil.Process(first.pid)
-    deadline = time.time() + 60
-    while len(zygote.children()) < count - 1 and time.time() < deadline:
+    deadline = time.time() + 90
+    children = zygote.children()
+    while len(children) < count - 1 and time.time() < deadline:
         time.sleep(0.05)
-    assert len(zygote.children()) == count - 1
-    return [zygote, *zygote.children()]
+        children = zygote.children()  # read once per round: the list checked is the list returned
+    assert len(children) == count - 1, (zygote.status(), children)
+    return [zygote, *children]
 
 
 @pytest.mark.parametrize("dead", ["started", "forked"])
