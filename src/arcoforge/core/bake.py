@@ -271,6 +271,22 @@ def prepare_store(bake: BakePlan) -> str:
     return plan.url
 
 
+# The cutting of the plan a worker holds (its side input), by the plan's identity: a cache, not configuration.
+_CUTTING: dict[int, tuple[StorePlan, dict[str, Any], frozenset[str]]] = {}
+
+
+def cutting_of(plan: StorePlan) -> tuple[dict[str, Any], frozenset[str]]:
+    """What cutting each input needs of ``plan``, worked out once per plan rather than once per input:
+    the grids inputs are cut by, and the staged groups whose stage 1 still has work."""
+    hit = _CUTTING.get(id(plan))
+    if hit is None or hit[0] is not plan:
+        if len(_CUTTING) >= 8:
+            _CUTTING.clear()
+        pending = frozenset(group for group in plan.stages if stage_one_needed(plan, group))
+        hit = _CUTTING[id(plan)] = (plan, cutting_grids(plan), pending)
+    return hit[1], hit[2]
+
+
 def cut_pieces(element: tuple[Index, xr.Dataset | LazyInput], bake: BakePlan) -> Iterator[tuple[tuple, Any]]:
     """The pieces of one input, keyed by the write task they belong to (tasks already done left out).
 
@@ -279,11 +295,12 @@ def cut_pieces(element: tuple[Index, xr.Dataset | LazyInput], bake: BakePlan) ->
     index, ds = element
     plan = bake.plan
     schema = plan.schema
+    grids, staged_pending = cutting_of(plan)
     groups = {group: names for group, names in plan.groups.items() if schema.writes_variable(index, group)
-              and (group not in plan.stages or stage_one_needed(plan, group))}
+              and (group not in plan.stages or group in staged_pending)}
     if groups:  # else an input the store holds already, or one contributing nothing
         dims_of = {name: schema.variables[name].dims for names in groups.values() for name in names}
-        for key, piece in input_pieces(index, ds, groups, dims_of, schema.input_offsets(index), cutting_grids(plan)):
+        for key, piece in input_pieces(index, ds, groups, dims_of, schema.input_offsets(index), grids):
             if key[0] in plan.stages:  # a staged group's inputs go to its stage-1 tasks
                 key = stage_one_key(*key)
             if not plan.done or task_id(*key) not in plan.done:  # done by an earlier attempt
@@ -297,7 +314,7 @@ def write_task(task: tuple[tuple, Iterable[Any]], bake: BakePlan) -> int:
     key, pieces = task
     staged = is_stage_one(key)  # stage 1 of a staged group: into the intermediate, decoded values as they are
     group = key[0][len(STAGE_ONE):] if staged else key[0]
-    grid = cutting_grids(plan)[group] if staged else plan.grids[group]
+    grid = cutting_of(plan)[0][group] if staged else plan.grids[group]
     variables = {name: plan.schema.variables[name] for name in plan.groups[group]}
     dtypes = {name: variable.dtype for name, variable in variables.items()}
     nbytes = 0
