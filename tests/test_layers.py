@@ -163,8 +163,8 @@ def test_the_worker_entry_point_and_the_runtime_package_import_no_heavy_library(
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundations", ("errors", "names", "faults", "patterns", "documents", "packing", "features",
                      "compat", "types", "storage")),  # compat: pangeo-forge's types, targets, alias (issue 17)
-    ("pure model", ("schema", "input_checks", "zarr_encoding", "chunking", "rechunk", "multistage", "store_plan",
-                    "store_template", "core.options", "compat.xarray_zarr_steps")),
+    ("pure model", ("schema", "schema_parts", "schema_pool", "input_checks", "zarr_encoding", "chunking", "rechunk",
+                    "multistage", "store_plan", "store_template", "core.options", "compat.xarray_zarr_steps")),
     ("I/O", ("io", "openers", "hdf5_chunks")),
     ("process services", ("runtime", "runtime.context", "runtime.injection", "runtime.progress", "runtime.events",
                           "runtime.memory", "runtime.process")),

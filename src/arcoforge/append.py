@@ -22,6 +22,7 @@ import xarray as xr
 from .errors import SchemaError
 from .packing import is_packed, store_value_encoding
 from .schema import CF_ENCODING_KEYS, DatasetSchema, InputSchema, _cf_encoding, _same
+from .schema_pool import SchemaPool
 from .io.state import StoreState
 from .store_plan import ExistingStore
 
@@ -85,10 +86,11 @@ def describe_existing(url: str, store: Any, append_dim: str, ingested: Iterable[
                          chunks, shards, coordinate, list(ingested))
 
 
-def inputs_to_append(inputs: Iterable[InputSchema], existing: ExistingStore) -> list[InputSchema]:
-    """The inputs the store does not hold yet (by URL)."""
+def inputs_to_append(inputs: SchemaPool | Iterable[InputSchema], existing: ExistingStore) -> SchemaPool:
+    """The inputs the store does not hold yet (by URL), as a pool of their own."""
+    pool = SchemaPool.of(inputs)
     held = set(existing.ingested)
-    return [schema for schema in inputs if schema.url not in held]
+    return pool.take(row for row, url in enumerate(pool.urls()) if url not in held)
 
 
 def extend_schema(existing: ExistingStore, schema: DatasetSchema) -> DatasetSchema:

@@ -25,52 +25,58 @@ import numpy as np
 
 from .errors import SchemaError
 from .patterns import CombineOp, Dimension
-from .schema import InputSchema
+from .schema_parts import InputSchema
+from .schema_pool import SchemaPool, first_rows
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_ATTR_BYTES = 64 * 2**10
 
 
-def check_inputs(schemas: Iterable[InputSchema], combine_dims: Sequence[Dimension],
+def check_inputs(schemas: SchemaPool | Iterable[InputSchema], combine_dims: Sequence[Dimension],
                  encoding: Mapping[str, Mapping[str, Any]] | None = None) -> None:
-    """Every check of this module that needs all inputs; raises :class:`SchemaError` on the first problem."""
-    schemas = sorted(schemas, key=lambda s: s.index.sort_key())
-    check_dtypes(schemas, encoding)
+    """Every check of this module that needs all inputs; raises :class:`SchemaError` on the first problem.
+
+    ``schemas`` is a :class:`~arcoforge.schema_pool.SchemaPool` (read by column) or any iterable of schemas.
+    """
+    pool = SchemaPool.of(schemas)
+    check_dtypes(pool, encoding)
     for dim in combine_dims:
         if dim.operation == CombineOp.CONCAT:
-            check_time_increases(schemas, dim.name)
+            check_time_increases(pool, dim.name)
 
 
-def check_dtypes(schemas: Sequence[InputSchema], encoding: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+def check_dtypes(schemas: SchemaPool | Iterable[InputSchema],
+                 encoding: Mapping[str, Mapping[str, Any]] | None = None) -> None:
     """Refuse a numeric variable whose decoded dtype differs between inputs.
 
     Unless the recipe chose the store's dtype for it
     (``StoreToZarr(encoding={name: {"dtype": ...}})``): then the values are
-    combined in the widest dtype and written in the chosen one.
+    combined in the widest dtype and written in the chosen one. Each distinct
+    set of variables is looked at once, as the first input (in pattern order) holding it.
     """
+    pool = SchemaPool.of(schemas)
     chosen = {name for name, keys in (encoding or {}).items() if "dtype" in keys}
-    first: dict[str, InputSchema] = {}
-    for schema in schemas:
-        for name, variable in schema.variables.items():
+    first: dict[str, int] = {}
+    for row in first_rows(pool.variables_ids(), pool.order()).tolist():
+        for name, variable in pool.variables(row).items():
             if name in chosen or variable.dtype.kind not in "biufc":
                 continue
-            reference = first.setdefault(name, schema)
-            expected = reference.variables[name].dtype
+            reference = first.setdefault(name, row)
+            expected = pool.variables(reference)[name].dtype
             if variable.dtype != expected and expected.kind in "biufc":
                 raise SchemaError(
-                    f"{schema.name}: variable {name!r} has dtype {variable.dtype}, expected {expected} as in "
-                    f"{reference.name}; to combine them, choose the store's dtype with "
+                    f"{pool.name(row)}: variable {name!r} has dtype {variable.dtype}, expected {expected} as in "
+                    f"{pool.name(reference)}; to combine them, choose the store's dtype with "
                     f"StoreToZarr(encoding={{{name!r}: {{'dtype': ...}}}})"
                 )
 
 
-def _positions(dim: str, schemas: Sequence[InputSchema]) -> list[InputSchema]:
-    """One input per position along ``dim`` (the first of each merge group), in order."""
-    by_position: dict[int, InputSchema] = {}
-    for schema in schemas:
-        by_position.setdefault(schema.index.find_position(dim).value, schema)
-    return [by_position[p] for p in sorted(by_position)]
+def _positions(dim: str, pool: SchemaPool) -> list[int]:
+    """One input (row) per position along ``dim`` (the first of each merge group), in order."""
+    order = pool.order()
+    _, first = np.unique(pool.positions(dim)[order], return_index=True)
+    return order[first].tolist()
 
 
 def _present(values: np.ndarray) -> np.ndarray:
@@ -80,31 +86,33 @@ def _present(values: np.ndarray) -> np.ndarray:
     return np.array([i for i, v in enumerate(values) if v is not None and v == v], dtype=int)
 
 
-def check_time_increases(schemas: Sequence[InputSchema], dim: str) -> None:
+def check_time_increases(schemas: SchemaPool | Iterable[InputSchema], dim: str) -> None:
     """Refuse a time-like coordinate along concat dimension ``dim`` that repeats or goes back.
 
     Walks the inputs in pattern order and names the first input holding a value
     not after the one before it (in the same input or the previous one).
     """
-    previous: tuple[Any, InputSchema] | None = None
-    for schema in _positions(dim, schemas):
-        variable = schema.variables.get(dim)
-        if variable is None or not variable.is_time_like or dim not in schema.concat_coords:
+    pool = SchemaPool.of(schemas)
+    previous: tuple[Any, int] | None = None
+    for row in _positions(dim, pool):
+        variable = pool.variables(row).get(dim)
+        values = pool.concat_coords(row).get(dim)
+        if variable is None or not variable.is_time_like or values is None:
             return  # not a time axis: values along it may repeat on purpose
-        values = np.asarray(schema.concat_coords[dim])
+        values = np.asarray(values)
         kept = _present(values)
         try:
             for i in kept:
                 value = values[i]
                 if previous is not None and not value > previous[0]:
                     before, where = previous
-                    origin = "" if where is schema else f" (the last value of {where.name})"
+                    origin = "" if where == row else f" (the last value of {pool.name(where)})"
                     what = "repeats" if value == before else "goes back to"
                     raise SchemaError(
-                        f"{schema.name}: time coordinate {dim!r} {what} {value} at item {i}, expected a time "
+                        f"{pool.name(row)}: time coordinate {dim!r} {what} {value} at item {i}, expected a time "
                         f"after {before}{origin}; inputs must follow each other in time, without overlap"
                     )
-                previous = (value, schema)
+                previous = (value, row)
         except TypeError:  # times of different calendars: combine_schemas names the calendars
             return
 

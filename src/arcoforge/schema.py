@@ -10,12 +10,9 @@ All of it is plain Python, so it is tested without Beam.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import pickle
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -23,6 +20,11 @@ import xarray as xr
 
 from .errors import SchemaError, describe_input
 from .patterns import CombineOp, Dimension, Index
+from .schema_parts import DatasetSchema, InputSchema, VariableSchema
+from .schema_pool import SchemaPool, first_rows
+
+__all__ = ["DatasetSchema", "InputSchema", "SchemaPool", "VariableSchema", "combine_schemas", "input_schema",
+           "schema_as_dataset"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,137 +33,6 @@ CF_ENCODING_KEYS = ("units", "calendar", "dtype", "_FillValue", "missing_value",
 PACKING_KEYS = ("dtype", "scale_factor", "add_offset", "_FillValue", "missing_value", "_Unsigned")
 # What is read of an input's encoding: the CF keys, and netCDF-3's ``_Unsigned`` (see arcoforge.packing).
 SOURCE_ENCODING_KEYS = CF_ENCODING_KEYS + ("_Unsigned",)
-
-
-@dataclass
-class VariableSchema:
-    """Structure of one variable: dimensions, decoded dtype, attributes, CF encoding."""
-
-    name: str
-    dims: tuple[str, ...]
-    shape: tuple[int, ...]
-    dtype: np.dtype
-    attrs: dict[str, Any]
-    encoding: dict[str, Any]
-    is_coord: bool
-
-    @property
-    def is_time_like(self) -> bool:
-        return self.dtype.kind in "mM" or (self.dtype.kind == "O" and "calendar" in self.encoding)
-
-
-@dataclass
-class InputSchema:
-    """What one input holds, with where it came from."""
-
-    index: Index
-    url: str | None
-    dims: dict[str, int]
-    variables: dict[str, VariableSchema]
-    attrs: dict[str, Any]
-    concat_coords: dict[str, np.ndarray]
-
-    @property
-    def name(self) -> str:
-        return describe_input(self.index, self.url)
-
-
-@dataclass
-class DatasetSchema:
-    """Structure of the combined dataset, computed from every input."""
-
-    dims: dict[str, int]
-    variables: dict[str, VariableSchema]
-    attrs: dict[str, Any]
-    concat_dims: tuple[str, ...]
-    merge_dims: tuple[str, ...]
-    # offset along each concat dim, per position along that dim
-    offsets: dict[str, list[int]]
-    # length along each concat dim, per position along that dim
-    lengths: dict[str, list[int]]
-    # full values of 1-D coordinates along concat dims
-    concat_coords: dict[str, np.ndarray]
-    # for each variable, the merge positions of the inputs that write it
-    merge_sources: dict[str, tuple[int, ...]]
-    n_inputs: int
-    urls: list[str | None] = field(default_factory=list)
-    # Appending: the pattern position of the first input along each concat dim, and
-    # the element offset it is written at (the length the store had).
-    position_base: dict[str, int] = field(default_factory=dict)
-    offset_base: dict[str, int] = field(default_factory=dict)
-
-    def _position(self, index: Index, dim: str) -> int:
-        return index.find_position(dim).value - self.position_base.get(dim, 0)
-
-    def input_offsets(self, index: Index) -> dict[str, int]:
-        """Element offset of an input along each concat dimension."""
-        return {
-            dim: self.offset_base.get(dim, 0) + self.offsets[dim][self._position(index, dim)]
-            for dim in self.concat_dims
-        }
-
-    def input_lengths(self, index: Index) -> dict[str, int]:
-        """Length of an input along each concat dimension."""
-        return {dim: self.lengths[dim][self._position(index, dim)] for dim in self.concat_dims}
-
-    def includes(self, index: Index) -> bool:
-        """Whether the input at ``index`` is one this schema was combined from (appends skip older ones)."""
-        return all(0 <= self._position(index, dim) < len(self.lengths[dim]) for dim in self.concat_dims)
-
-    def writes_variable(self, index: Index, name: str) -> bool:
-        """Whether the input at ``index`` contributes the values of variable ``name``.
-
-        Each element of the store is written from exactly one input: a variable
-        that does not span a concat dimension comes from position 0 along it,
-        and from the first merge position that holds the variable.
-        """
-        variable = self.variables[name]
-        if name in self.concat_coords or not self.includes(index):
-            return False  # written whole with the store template, or already in the store (appends)
-        for dim in self.concat_dims:
-            if dim not in variable.dims and self._position(index, dim) != 0:
-                return False
-        merge_position = tuple(index.find_position(dim).value for dim in self.merge_dims)
-        return merge_position == self.merge_sources[name]
-
-
-class SchemaPool:
-    """Input schemas gathered compactly: each distinct structure is kept once, however many inputs share it.
-
-    What differs from input to input (index, URL, sizes, concat coordinates) is
-    kept per input; variables and attributes, which most inputs of an archive
-    share, are kept once per distinct value (keyed by a digest of their pickled
-    form) and shared by the schemas :meth:`schemas` rebuilds. Pools merge in any
-    order (a Beam ``CombineFn`` accumulator), and :func:`combine_schemas` sees
-    exactly the schemas it would have seen, so its checks and error messages
-    (naming the first differing input) are unchanged. Measured on one-step
-    netCDF inputs: 3.8 kB per input decoded as InputSchema objects, ~0.5 kB here.
-    """
-
-    def __init__(self) -> None:
-        self.structures: dict[bytes, tuple[dict[str, VariableSchema], dict[str, Any]]] = {}
-        self.inputs: list[tuple[Index, str | None, dict[str, int], dict[str, np.ndarray], bytes]] = []
-
-    def add(self, schema: InputSchema) -> SchemaPool:
-        shared = (schema.variables, schema.attrs)
-        digest = hashlib.blake2b(pickle.dumps(shared, protocol=5), digest_size=16).digest()
-        self.structures.setdefault(digest, shared)
-        self.inputs.append((schema.index, schema.url, schema.dims, schema.concat_coords, digest))
-        return self
-
-    def merge(self, other: SchemaPool) -> SchemaPool:
-        for digest, shared in other.structures.items():
-            self.structures.setdefault(digest, shared)
-        self.inputs.extend(other.inputs)
-        return self
-
-    def __len__(self) -> int:
-        return len(self.inputs)
-
-    def schemas(self) -> list[InputSchema]:
-        """Every input's schema, the shared parts shared (treat them as read-only)."""
-        return [InputSchema(index, url, dims, *self.structures[digest], concat_coords)
-                for index, url, dims, concat_coords, digest in self.inputs]
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -295,7 +166,7 @@ def _consensus_encoding(name: str, schemas: Sequence[tuple[InputSchema, Variable
 
 
 def combine_schemas(
-    inputs: Iterable[InputSchema],
+    inputs: SchemaPool | Iterable[InputSchema],
     combine_dims: Sequence[Dimension],
     nitems_per_file: dict[str, int | None] | None = None,
     first_positions: dict[str, int] | None = None,
@@ -305,95 +176,139 @@ def combine_schemas(
     Concat dimensions add up (each input's length is read from the input unless
     ``nitems_per_file`` fixes it); merge dimensions union their variables; every
     other dimension must agree. Problems raise :class:`SchemaError` naming the
-    inputs involved. ``first_positions`` (appending) says where along each concat
-    dimension the inputs start; otherwise they start at position 0.
+    first input, in pattern order, that differs. ``first_positions`` (appending)
+    says where along each concat dimension the inputs start; otherwise at 0.
+    ``inputs`` is a :class:`SchemaPool` (read by column: checks of variables,
+    attributes and sizes run once per distinct value) or any iterable of schemas.
     """
+    pool = SchemaPool.of(inputs)
     first_positions = dict(first_positions or {})
-    schemas = sorted(inputs, key=lambda s: s.index.sort_key())
-    if not schemas:
+    if not len(pool):
         raise SchemaError("the pattern produced no inputs")
-    nitems_per_file = dict(nitems_per_file or {})
+    order = pool.order()
     concat_dims = tuple(d.name for d in combine_dims if d.operation == CombineOp.CONCAT)
     merge_dims = tuple(d.name for d in combine_dims if d.operation == CombineOp.MERGE)
     known = {d.name for d in combine_dims}
-    for schema in schemas:
-        if {d.name for d in schema.index} != known:
-            raise SchemaError(
-                f"{schema.name} is keyed by dimensions {sorted(d.name for d in schema.index)}, "
-                f"but StoreToZarr was given combine_dims {sorted(known)}"
-            )
-
-    # Concat dimensions: the length of each position, and the offsets that follow.
+    names = pool.layout_names()
+    wrong = np.array([set(layout) != known for layout in names], dtype=bool)[pool.layout_ids()[order]]
+    if wrong.any():
+        row = int(order[np.argmax(wrong)])
+        raise SchemaError(
+            f"{pool.name(row)} is keyed by dimensions {sorted(names[pool.layout_ids()[row]])}, "
+            f"but StoreToZarr was given combine_dims {sorted(known)}"
+        )
     offsets: dict[str, list[int]] = {}
     lengths: dict[str, list[int]] = {}
     concat_coords: dict[str, np.ndarray] = {}
     for dim in concat_dims:
-        by_position: dict[int, InputSchema] = {}
-        for schema in schemas:
-            position = schema.index.find_position(dim).value
-            length = schema.dims[dim]
-            expected = nitems_per_file.get(dim)
-            if expected is not None and length != expected:
-                raise SchemaError(
-                    f"{schema.name} has {length} items along {dim!r}, "
-                    f"but the pattern says nitems_per_file={expected}"
-                )
-            reference = by_position.setdefault(position, schema)
-            if reference.dims[dim] != length:
-                raise SchemaError(
-                    f"inputs at the same {dim!r} position differ in length along {dim!r}: "
-                    f"{reference.dims[dim]} in {reference.name}, {length} in {schema.name}"
-                )
-        positions = sorted(by_position)
-        first = first_positions.get(dim, 0)
-        if positions != list(range(first, first + len(positions))):
-            missing = sorted(set(range(first, max(positions) + 1)) - set(positions))
-            raise SchemaError(f"no input was given for positions {missing} along {dim!r}")
-        lengths[dim] = [by_position[p].dims[dim] for p in positions]
+        references = _concat_references(pool, order, dim, dict(nitems_per_file or {}).get(dim),
+                                        first_positions.get(dim, 0))
+        lengths[dim] = [pool.dims(row)[dim] for row in references.tolist()]
         offsets[dim] = list(np.concatenate([[0], np.cumsum(lengths[dim])[:-1]]).astype(int).tolist())
-        if all(dim in by_position[p].concat_coords for p in positions):
-            concat_coords[dim] = np.concatenate([by_position[p].concat_coords[dim] for p in positions])
+        if (pool.coordinate_lengths(dim)[references] != -1).all():
+            concat_coords[dim] = pool.gather_coordinate(dim, references)
+    dims = _sizes(pool, order, concat_dims, lengths)
+    variables, merge_sources = _combine_variables(pool, order, merge_dims, dims)
+    attr_rows = first_rows(pool.attrs_ids(), order)
+    urls = tuple(pool.urls(order.tolist()))
+    return DatasetSchema(
+        dims=dims,
+        variables=variables,
+        attrs=_merge_attrs((pool.attrs(row) for row in attr_rows.tolist()), "global attributes"),
+        concat_dims=concat_dims,
+        merge_dims=merge_dims,
+        offsets=offsets,
+        lengths=lengths,
+        concat_coords=concat_coords,
+        merge_sources=merge_sources,
+        n_inputs=len(pool),
+        urls=urls,
+        position_base={dim: first_positions.get(dim, 0) for dim in concat_dims if dim in first_positions},
+    )
 
-    # Every other dimension must have one size.
+
+def _concat_references(pool: SchemaPool, order: np.ndarray, dim: str, expected: int | None,
+                       first: int) -> np.ndarray:
+    """The first input (row) at each position along concat dimension ``dim``, by position.
+
+    Every input must have ``expected`` items along ``dim`` (when given) and as many
+    as the other inputs at its position; the positions must run on from ``first``.
+    """
+    table = np.array([sizes.get(dim, -1) for sizes in pool.dims_table()], dtype=np.int64)
+    sizes = table[pool.dims_ids()[order]]
+    if (sizes < 0).any():
+        raise KeyError(dim)  # an input without the dimension (input_schema refuses those)
+    positions = pool.positions(dim)[order]
+    distinct, first_of, inverse = np.unique(positions, return_index=True, return_inverse=True)
+    wrong_length = sizes != expected if expected is not None else np.zeros(len(sizes), dtype=bool)
+    differ = sizes != sizes[first_of[inverse.reshape(-1)]]
+    bad = wrong_length | differ
+    if bad.any():
+        at = int(np.argmax(bad))
+        row = int(order[at])
+        if wrong_length[at]:
+            raise SchemaError(f"{pool.name(row)} has {sizes[at]} items along {dim!r}, "
+                              f"but the pattern says nitems_per_file={expected}")
+        reference = int(order[first_of[inverse.reshape(-1)[at]]])
+        raise SchemaError(
+            f"inputs at the same {dim!r} position differ in length along {dim!r}: "
+            f"{pool.dims(reference)[dim]} in {pool.name(reference)}, {sizes[at]} in {pool.name(row)}"
+        )
+    if distinct[0] != first or distinct[-1] != first + len(distinct) - 1:
+        present = set(distinct.tolist())
+        missing = sorted(set(range(first, int(distinct[-1]) + 1)) - present)
+        raise SchemaError(f"no input was given for positions {missing} along {dim!r}")
+    return order[first_of]
+
+
+def _sizes(pool: SchemaPool, order: np.ndarray, concat_dims: tuple[str, ...],
+           lengths: dict[str, list[int]]) -> dict[str, int]:
+    """The store's size along each dimension: concat dimensions add up, every other one must agree."""
     dims: dict[str, int] = {dim: int(sum(lengths[dim])) for dim in concat_dims}
-    dim_owner: dict[str, InputSchema] = {}
-    for schema in schemas:
-        for dim, size in schema.dims.items():
+    owner_of: dict[str, int] = {}
+    for row in first_rows(pool.dims_ids(), order).tolist():
+        for dim, size in pool.dims(row).items():
             if dim in concat_dims:
                 continue
-            owner = dim_owner.setdefault(dim, schema)
-            if owner.dims[dim] != size:
+            owner = owner_of.setdefault(dim, row)
+            if pool.dims(owner)[dim] != size:
                 raise SchemaError(
-                    f"dimension {dim!r} has size {size} in {schema.name}, "
-                    f"but {owner.dims[dim]} in {owner.name}; only concat dimensions may differ"
+                    f"dimension {dim!r} has size {size} in {pool.name(row)}, "
+                    f"but {pool.dims(owner)[dim]} in {pool.name(owner)}; only concat dimensions may differ"
                 )
             dims[dim] = size
+    return dims
 
-    # Variables: the same set within a merge group, and one structure everywhere.
-    def merge_position(schema: InputSchema) -> tuple[int, ...]:
-        return tuple(schema.index.find_position(d).value for d in merge_dims)
 
-    group_reference: dict[tuple[int, ...], InputSchema] = {}
-    occurrences: dict[str, list[tuple[InputSchema, VariableSchema]]] = defaultdict(list)
+def _combine_variables(pool: SchemaPool, order: np.ndarray, merge_dims: tuple[str, ...],
+                       dims: dict[str, int]) -> tuple[dict[str, VariableSchema], dict[str, tuple[int, ...]]]:
+    """The store's variables (the same set within a merge group, one structure everywhere), and which
+    merge position writes each."""
+    groups = np.stack([pool.positions(d) for d in merge_dims] + [pool.variables_ids()], axis=1)
+    group_reference: dict[tuple[int, ...], int] = {}
     merge_sources: dict[str, tuple[int, ...]] = {}
-    for schema in schemas:
-        group = merge_position(schema)
-        reference = group_reference.setdefault(group, schema)
-        missing = set(reference.variables) - set(schema.variables)
-        extra = set(schema.variables) - set(reference.variables)
+    for row in first_rows(groups, order).tolist():  # each (merge group, variables) once: the first input
+        group = tuple(int(p) for p in groups[row, :-1])
+        reference = group_reference.setdefault(group, row)
+        missing = set(pool.variables(reference)) - set(pool.variables(row))
+        extra = set(pool.variables(row)) - set(pool.variables(reference))
         if missing or extra:
             problems = []
             if missing:
-                problems.append(f"lacks variables {sorted(missing)} that {reference.name} has")
+                problems.append(f"lacks variables {sorted(missing)} that {pool.name(reference)} has")
             if extra:
-                problems.append(f"has variables {sorted(extra)} that {reference.name} lacks")
-            raise SchemaError(f"{schema.name} " + " and ".join(problems))
-        for name, variable in schema.variables.items():
+                problems.append(f"has variables {sorted(extra)} that {pool.name(reference)} lacks")
+            raise SchemaError(f"{pool.name(row)} " + " and ".join(problems))
+        for name in pool.variables(row):
             merge_sources.setdefault(name, group)
+    occurrences: dict[str, list[tuple[InputSchema, VariableSchema]]] = defaultdict(list)
+    for row in first_rows(pool.variables_ids(), order).tolist():  # each distinct set of variables once
+        schema = pool.schema(row)
+        for name, variable in schema.variables.items():
             occurrences[name].append((schema, variable))
-
     variables: dict[str, VariableSchema] = {}
-    for name, found in occurrences.items():
+    for name in merge_sources:
+        found = occurrences[name]
         first_input, first = found[0]
         dtype = first.dtype
         for schema, variable in found[1:]:
@@ -419,21 +334,7 @@ def combine_schemas(
             encoding=_consensus_encoding(name, found),
             is_coord=first.is_coord,
         )
-
-    return DatasetSchema(
-        dims=dims,
-        variables=variables,
-        attrs=_merge_attrs((s.attrs for s in schemas), "global attributes"),
-        concat_dims=concat_dims,
-        merge_dims=merge_dims,
-        offsets=offsets,
-        lengths=lengths,
-        concat_coords=concat_coords,
-        merge_sources=merge_sources,
-        n_inputs=len(schemas),
-        urls=[s.url for s in schemas],
-        position_base={dim: first_positions.get(dim, 0) for dim in concat_dims if dim in first_positions},
-    )
+    return variables, merge_sources
 
 
 def schema_as_dataset(schema: DatasetSchema) -> xr.Dataset:

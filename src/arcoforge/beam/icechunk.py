@@ -25,7 +25,7 @@ from .store import ReadSchemas, StoreToZarr
 
 def _plan(pool: SchemaPool, spec, branch: str) -> IcechunkBake:
     quiet_icechunk_logs()
-    return plan_icechunk_bake(spec, pool.schemas(), branch)
+    return plan_icechunk_bake(spec, pool, branch)
 
 
 def _write_and_count(task: tuple, bake: IcechunkBake, fork: bytes) -> bytes:

@@ -71,7 +71,7 @@ class CombineSchemas(beam.CombineFn):
 
 
 def _plan(pool: SchemaPool, spec: StoreSpec) -> BakePlan:
-    return plan_with_lease(spec, pool.schemas())
+    return plan_with_lease(spec, pool)
 
 
 def _cut_and_count(batch: list[tuple[Index, Any]], bake: BakePlan) -> list[tuple[tuple, bytes]]:

@@ -40,7 +40,7 @@ from ..patterns import Dimension, Index, nitems_per_file
 from ..rechunk import MAX_PIECES_PER_TASK, LazyInput, assemble_task, input_pieces, lazy_input
 from ..runtime.memory import limit_netcdf_chunk_cache, release_freed_memory, worker_task_buffer
 from ..runtime.progress import record_event
-from ..schema import InputSchema, combine_schemas, input_schema
+from ..schema import InputSchema, SchemaPool, combine_schemas, input_schema
 from ..stac import provenance, provenance_attrs
 from ..io.state import StoreState, fingerprint, new_owner, task_id
 from ..io.zarr_store import publish_bake, with_documents, write_region, write_template
@@ -165,7 +165,7 @@ def keep_variables(element: tuple[Index, xr.Dataset], spec: StoreSpec) -> tuple[
     return index, lazy_input(ds, keep)
 
 
-def plan_with_lease(spec: StoreSpec, input_schemas: list[InputSchema]) -> BakePlan:
+def plan_with_lease(spec: StoreSpec, input_schemas: SchemaPool | Iterable[InputSchema]) -> BakePlan:
     """Take the store's lease (renewed by a heartbeat until released), then :func:`plan_bake`."""
     state = store_state(spec.url, spec.storage_options)
     lease = state.lease()
@@ -179,12 +179,16 @@ def plan_with_lease(spec: StoreSpec, input_schemas: list[InputSchema]) -> BakePl
         raise
 
 
-def plan_bake(spec: StoreSpec, input_schemas: list[InputSchema], state: StoreState | None = None) -> BakePlan:
+def plan_bake(spec: StoreSpec, input_schemas: SchemaPool | Iterable[InputSchema],
+              state: StoreState | None = None) -> BakePlan:
     """Combine and check the inputs, plan the store, and decide the bake's :class:`Mode` from its state.
 
-    An append a crash interrupted after its commit point is finished here; one
-    interrupted before it is resumed if this plan is the same, else rolled back.
+    The inputs are a :class:`~arcoforge.schema_pool.SchemaPool` (read by column, never
+    one schema object per input) or any iterable of schemas. An append a crash
+    interrupted after its commit point is finished here; one interrupted before
+    it is resumed if this plan is the same, else rolled back.
     """
+    input_schemas = SchemaPool.of(input_schemas)
     state = state or store_state(spec.url, spec.storage_options)
     url, append_dim, combine_dims = spec.url, spec.append_dim, list(spec.combine_dims)
     nitems = nitems_per_file(combine_dims)
@@ -197,7 +201,7 @@ def plan_bake(spec: StoreSpec, input_schemas: list[InputSchema], state: StoreSta
     # An append checks only its new inputs here; extend_schema checks that they continue the store.
     fresh = inputs_to_append(input_schemas, existing) if existing is not None else input_schemas
     check_inputs(fresh, combine_dims, dict(spec.encoding))
-    if existing is not None and not fresh:
+    if existing is not None and not len(fresh):
         if journal is not None:
             append_txn.roll_back(state, journal, spec.storage_options)
         logger.info("nothing to append to %s: it holds all %d inputs", url, len(input_schemas))
@@ -206,7 +210,7 @@ def plan_bake(spec: StoreSpec, input_schemas: list[InputSchema], state: StoreSta
                          nothing_new=True)
         return BakePlan(plan, Mode.NOTHING_NEW, None, owner=spec.owner, progress_dir=spec.progress_dir)
     if existing is not None:
-        first = {append_dim: min(s.index.find_position(append_dim).value for s in fresh)}
+        first = {append_dim: int(fresh.positions(append_dim).min())}
         schema = extend_schema(existing, combine_schemas(fresh, combine_dims, nitems, first_positions=first))
         logger.info("appending %d inputs to %s along %r (%d -> %d)", len(fresh), url, append_dim,
                     existing.length, schema.dims[append_dim])

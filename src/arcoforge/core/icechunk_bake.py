@@ -41,7 +41,7 @@ from ..patterns import nitems_per_file
 from ..rechunk import assemble_task
 from ..runtime.memory import limit_netcdf_chunk_cache, release_freed_memory, worker_task_buffer
 from ..runtime.progress import record_event
-from ..schema import InputSchema, combine_schemas
+from ..schema import InputSchema, SchemaPool, combine_schemas
 from ..stac import provenance, provenance_attrs
 from ..store_plan import ExistingStore, StorePlan, plan_description, plan_store
 from ..store_template import encode_variable, render_plan
@@ -85,8 +85,10 @@ def inputs_hash(urls: Iterable[str]) -> str:
     return hashlib.sha256("\n".join(sorted(urls)).encode()).hexdigest()[:16]
 
 
-def plan_icechunk_bake(spec: StoreSpec, input_schemas: list[InputSchema], branch: str = "main") -> IcechunkBake:
+def plan_icechunk_bake(spec: StoreSpec, input_schemas: SchemaPool | Iterable[InputSchema],
+                       branch: str = "main") -> IcechunkBake:
     """Combine and check the inputs, plan the store, and decide the :class:`Mode` from the branch's head."""
+    input_schemas = SchemaPool.of(input_schemas)
     url, append_dim, combine_dims = spec.url, spec.append_dim, list(spec.combine_dims)
     repo = ics.open_repository(url, spec.storage_options)
     base = ics.branch_head(repo, branch)
@@ -99,14 +101,14 @@ def plan_icechunk_bake(spec: StoreSpec, input_schemas: list[InputSchema], branch
     fresh = inputs_to_append(input_schemas, existing) if existing is not None else input_schemas
     check_inputs(fresh, combine_dims, dict(spec.encoding))
     nitems = nitems_per_file(combine_dims)
-    if existing is not None and not fresh:
+    if existing is not None and not len(fresh):
         logger.info("nothing to append to %s@%s: it holds all %d inputs", url, branch, len(input_schemas))
         schema = combine_schemas(input_schemas, combine_dims, nitems)
         plan = StorePlan(url, schema, {}, {}, {}, storage_options=spec.storage_options, append_dim=append_dim,
                          nothing_new=True)
         return IcechunkBake(plan, Mode.NOTHING_NEW, branch, base, held.get("fingerprint", ""))
     if existing is not None:
-        first = {append_dim: min(s.index.find_position(append_dim).value for s in fresh)}
+        first = {append_dim: int(fresh.positions(append_dim).min())}
         schema = extend_schema(existing, combine_schemas(fresh, combine_dims, nitems, first_positions=first))
     else:
         schema = combine_schemas(input_schemas, combine_dims, nitems)
@@ -124,7 +126,7 @@ def plan_icechunk_bake(spec: StoreSpec, input_schemas: list[InputSchema], branch
         return IcechunkBake(dataclasses.replace(plan, groups={}, grids={}, nothing_new=True), Mode.NOTHING_NEW,
                             branch, base, print_)
     mode = Mode.APPEND if existing is not None else Mode.FRESH
-    message, commit_record = _commit_record(mode, plan, print_, [s.url for s in fresh if s.url], record)
+    message, commit_record = _commit_record(mode, plan, print_, [url for url in fresh.urls() if url], record)
     record_event(spec.progress_dir, "plan", store=url, n_inputs=schema.n_inputs, n_tasks=plan.n_tasks,
                  nbytes=plan.nbytes)
     checkpoint("icechunk.plan")

@@ -108,7 +108,8 @@ def with_documents(plan: "StorePlan", existing: "ExistingStore | None" = None) -
 
     A bake renders its template; an append grows the store's own documents along its dimension.
     """
-    urls = tuple(url for url in plan.schema.urls if url)
+    urls = plan.schema.urls  # shared with the schema rather than copied, unless some input has no URL
+    urls = urls if isinstance(urls, tuple) and all(urls) else tuple(url for url in urls if url)
     if existing is None:
         rendered = render_plan(plan)
         documents = consolidated({k: v for k, v in rendered.items() if is_metadata_key(k)}, plan.zarr_format)
