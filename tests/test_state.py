@@ -298,3 +298,19 @@ def test_the_plan_is_recorded_only_after_the_root_metadata_it_stands_for(tmp_pat
         state.start("abc", {"n_tasks": 1}, {"zarr.json": b"{}"})
     assert [p.rsplit("/", 2)[-2:] for p in written] == [["root", "zarr.json"]]
     assert state.plan_fingerprint() is None  # so the rerun starts over
+
+
+def test_a_fingerprint_is_the_digest_of_the_description_json_hashed_as_it_is_encoded():
+    """Stores planned before the digest was streamed keep their fingerprint (so they still resume)."""
+    import json
+    import math
+
+    import numpy as np
+
+    from arcoforge.io.state import fingerprint
+
+    description = {"inputs": [f"/x/{i}.nc" for i in range(500)] + [None], "dims": {"time": 3},
+                   "encoding": (np.float32(1.5), float("nan"), math.inf), "text": "é\u2028", "z": [], "a": {}}
+    for document in (description, [], "plain", 3):
+        expected = hashlib.sha256(json.dumps(document, sort_keys=True, default=repr).encode()).hexdigest()
+        assert fingerprint(document) == expected

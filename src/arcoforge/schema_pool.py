@@ -91,7 +91,7 @@ class _Coords:
             self.lengths.append(-1)
             self.kinds.append(0)
             return
-        values = np.asarray(values)
+        values = np.array(values)  # a copy: the pool's arrays are made read-only, not the caller's
         if values.ndim != 1:
             self.odd[len(self.lengths)] = values
             self.lengths.append(-2)
@@ -282,7 +282,7 @@ class SchemaPool:
 
     def index(self, row: int) -> Index:
         layout = self._layouts.values[self._layout_of[row]]
-        start = int(self._position_starts()[row])
+        start = row * len(layout) if len(self._layouts.values) == 1 else int(self._position_starts()[row])
         return Index({dim: dataclasses.replace(template, value=int(self._positions[start + i]))
                       for i, (dim, _, template) in enumerate(layout)})
 
@@ -352,6 +352,8 @@ class SchemaPool:
         for layout in self._layouts.values:
             names = [d.name for d, _, _ in layout]
             column.append(names.index(dim) if dim in names else -1)
+        if len(column) == 1 and column[0] >= 0:  # one layout: the positions are a table
+            return _numpy(self._positions, "q").reshape(len(self), -1)[:, column[0]]
         column_of = np.array(column, dtype=np.int64)[self.layout_ids()]
         if (column_of < 0).any():
             raise KeyError(f"index has no dimension named {dim!r}")

@@ -58,8 +58,15 @@ def state_url(store_url: str) -> str:
 
 
 def fingerprint(document: Any) -> str:
-    """A stable digest of a JSON-able description (of a write plan)."""
-    return hashlib.sha256(json.dumps(document, sort_keys=True, default=repr).encode()).hexdigest()
+    """A stable digest of a JSON-able description (of a write plan).
+
+    The digest of ``json.dumps(document, sort_keys=True, default=repr)``, hashed as it is
+    encoded: a plan of many inputs lists every URL, and its text is never held whole.
+    """
+    digest = hashlib.sha256()
+    for chunk in json.JSONEncoder(sort_keys=True, default=repr).iterencode(document):
+        digest.update(chunk.encode())
+    return digest.hexdigest()
 
 
 def _now() -> dt.datetime:
