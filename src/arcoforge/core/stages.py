@@ -73,13 +73,13 @@ def stage_one_needed(plan: "StorePlan", group: str) -> bool:
 
 
 def intermediate_codec(dtype: np.dtype) -> zarr.codecs.BloscCodec:
-    """How intermediate chunks are compressed: LZ4 at level 1 after a byte shuffle (Blosc).
+    """How intermediate chunks are compressed: LZ4 after a byte shuffle (Blosc, the target's default codec).
 
     The intermediate is written once and read once, so speed beats ratio. On
-    the benchmark's fields (one-step 720x1440 float32) it takes ~0.5x the bytes
-    at about the speed of no compression at all (the file writes saved pay for
-    it), where Zstandard level 1 took 0.4x at a third of the speed: stage 1
-    spent most of its time compressing (see docs/scaling.md).
+    the benchmark's fields (one-step 720x1440 float32) it keeps 0.5-0.75x of
+    the bytes at about the cost of no compression at all (the page-cache copies
+    saved pay for it), where Zstandard level 1 kept 0.4-0.6x at over twice the
+    CPU: stage 1 spent most of its time compressing (see docs/scaling.md).
     """
     return zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="shuffle", typesize=np.dtype(dtype).itemsize)
 
