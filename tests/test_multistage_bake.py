@@ -206,3 +206,34 @@ def test_a_staged_bake_killed_by_sigkill_in_either_stage_reruns_to_the_same_byte
         assert process.returncode == 0, (name, err[-2000:])
         assert chunk_files(tmp_path / name / "staged.zarr") == chunk_files(baked / "one.zarr"), name
         assert not (Path(state_url(str(tmp_path / name / "staged.zarr"))) / "stage1").exists()
+
+
+def test_stage_two_decodes_its_region_into_the_task_buffer_from_an_lz4_intermediate(baked, paths, tmp_path):
+    from arcoforge.core.stages import stage_two_pieces
+    from arcoforge.rechunk import TaskBuffer, assemble_task
+
+    elements = _elements(paths)
+    pattern = af.pattern_from_file_sequence(paths, "time")
+    spec = StoreSpec(url=str(tmp_path / "staged.zarr"), combine_dims=tuple(pattern.combine_dim_keys),
+                     target_chunks=CHUNKS, max_mem=MAX_MEM, owner="test")
+    bake = plan_bake(spec, [read_schema(element, spec) for element in elements])
+    prepare_store(bake)
+    tasks: dict = {}
+    for element in elements:
+        for key, piece in cut_pieces(element, bake):
+            tasks.setdefault(key, []).append(piece)
+    for key in [k for k in tasks if k[0].startswith(STAGE_ONE)]:
+        write_task((key, tasks[key]), bake)
+    intermediate = zarr.open_group(intermediate_url(bake.plan), mode="r")
+    codec = intermediate["wind"].metadata.codecs[-1]
+    assert (type(codec).__name__, codec.cname.value, codec.shuffle.value) == ("BloscCodec", "lz4", "shuffle")
+
+    one = zarr.open_group(str(baked / "one.zarr"), mode="r")
+    buffer, grid = TaskBuffer(), bake.plan.grids["temperature"]
+    dtypes = {"temperature": np.dtype("float32"), "wind": np.dtype("float32")}
+    for key in stage_two_keys(bake)[:3]:
+        for name, region, values in assemble_task(key, stage_two_pieces(key, bake.plan), grid, dtypes, buffer):
+            assert values is buffer.get(values.shape, values.dtype)  # decoded in place: no array of its own
+            np.testing.assert_array_equal(values, one[name][region])
+    for _, ds in elements:
+        ds.close()

@@ -263,6 +263,19 @@ def input_pieces(
             yield (group, tuple(task)), (lo, pieces, describe_input(index, ds.encoding.get("source")))
 
 
+def _read_into(piece: Piece, name: str, out: np.ndarray) -> None:
+    """Place the values of one variable of a piece in ``out``: decoded there directly by a piece
+    that can (``read_into``: a region of a two-stage bake's intermediate), else read and copied."""
+    variable = piece[1][name]
+    if hasattr(variable, "read_into"):
+        try:
+            variable.read_into(out)
+        except Exception as error:
+            raise InputError(f"reading {name!r} from {piece[2]} failed: {type(error).__name__}: {error}") from error
+    else:
+        out[...] = _read(piece, name)
+
+
 def _read(piece: Piece, name: str) -> np.ndarray:
     """The values of one variable of a piece, or an :class:`InputError` naming the input.
 
@@ -296,7 +309,7 @@ def assemble_task(
     pieces = list(pieces)
     expected = math.prod(shape)
     for name, dtype in dtypes.items():
-        if len(pieces) == 1 and pieces[0][1][name].shape == shape:
+        if len(pieces) == 1 and pieces[0][1][name].shape == shape and not hasattr(pieces[0][1][name], "read_into"):
             yield name, region, _read(pieces[0], name).astype(dtype, copy=False)
             continue
         out = buffer.get(shape, np.dtype(dtype)) if buffer else np.empty(shape, dtype=dtype)
@@ -304,7 +317,7 @@ def assemble_task(
         for piece in pieces:
             start, variable = piece[0], piece[1][name]
             local = tuple(slice(a - r.start, a - r.start + n) for a, r, n in zip(start, region, variable.shape))
-            out[local] = _read(piece, name)
+            _read_into(piece, name, out[local])
             covered += variable.size
         if covered != expected:
             raise SchemaError(

@@ -9,7 +9,6 @@ release the lease).
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,8 +17,8 @@ import apache_beam as beam
 
 from ..chunking import parse_size
 from ..core.options import construction_problems, raise_problems, store_option_problems
-from ..core.bake import (BakePlan, StoreSpec, cut_pieces, finalize, keep_variables, plan_with_lease, prepare_store,
-                         read_schema, stage_two_keys, write_stage_two, write_task)
+from ..core.bake import (BakePlan, StoreSpec, cut_spilled, finalize, keep_variables, plan_with_lease, prepare_store,
+                         read_schema, spill_inputs, stage_two_keys, write_spilled_task, write_stage_two)
 from ..errors import RecipeError
 from ..input_checks import DEFAULT_MAX_ATTR_BYTES
 from ..io.lease import DEFAULT_TTL
@@ -30,13 +29,14 @@ from ..rechunk import MAX_PIECES_PER_TASK
 from ..runtime.context import BakeContext, RequiredAtRuntimeDefault, resolve_context
 from ..runtime.memory import local_data_budget
 from ..schema import SchemaPool
+from ..io.spill import SpillRef
 from ..io.state import new_owner
 from ..store_plan import DEFAULT_MAX_MEM, store_url
 from .common import count
 
 
-# Inputs travel from opening to cutting in lists of this many (within a bundle): the runner
-# handles one element per batch, and the shuffle one per (batch, write task).
+# Inputs wait for the plan in spilled batches of this many (within a bundle): the runner
+# handles one small reference per batch, and the shuffle one per (batch, write task).
 INPUTS_PER_BATCH = 256
 
 
@@ -74,28 +74,23 @@ def _plan(pool: SchemaPool, spec: StoreSpec) -> BakePlan:
     return plan_with_lease(spec, pool)
 
 
-def _cut_and_count(batch: list[tuple[Index, Any]], bake: BakePlan) -> list[tuple[tuple, bytes]]:
-    """A batch of inputs' pieces, one pickled list per write task they touch.
+def _cut_and_count(batch: SpillRef, bake: BakePlan, spec: StoreSpec) -> list[tuple[tuple, SpillRef]]:
+    """A spilled batch of inputs' pieces, spilled again as one section per write task they touch.
 
-    What crosses the shuffle is then one element per (batch, task), not one per
-    piece: Beam's local runner copies and decodes every element it groups. The
+    What crosses the shuffle is then one reference per (batch, task), not the
+    pieces: Beam's local runner holds and decodes every element it groups. The
     counters let a run check that every input and piece got through.
     """
-    by_task: dict[tuple, list] = {}
-    for element in batch:
-        for key, piece in cut_pieces(element, bake):
-            by_task.setdefault(key, []).append(piece)
-    count("inputs_cut", len(batch))
-    count("pieces_cut", sum(len(pieces) for pieces in by_task.values()))
-    return [(key, pickle.dumps(pieces, protocol=5)) for key, pieces in by_task.items()]
+    sections = cut_spilled(batch, bake, spec)
+    count("inputs_cut", batch.count)
+    count("pieces_cut", sum(ref.count for _, ref in sections))
+    return sections
 
 
-def _write_and_count(task: tuple, bake: BakePlan, template_url: str) -> int:
+def _write_and_count(task: tuple, bake: BakePlan, template_url: str, spec: StoreSpec) -> int:
     """Write one task (``template_url``, a side input, only orders it after the template)."""
-    key, batches = task
-    pieces = [piece for batch in batches for piece in pickle.loads(batch)]
-    count("pieces_written", len(pieces))
-    nbytes = write_task((key, pieces), bake)
+    nbytes, pieces = write_spilled_task(task, bake, spec)
+    count("pieces_written", pieces)
     count("tasks_written")
     count("bytes_written", nbytes)
     return nbytes
@@ -131,13 +126,28 @@ class PrepareStore(beam.PTransform):
 
 
 @dataclass
-class CutPieces(beam.PTransform):
-    """Each batch of inputs' pieces, pickled together per write task, keyed by the task."""
+class SpillInputs(beam.PTransform):
+    """What each opened input will write, spilled in batches until the plan is known; outputs the references."""
 
-    plan: Any  # the planned bake, as a singleton side input
+    spec: StoreSpec
 
     def expand(self, datasets: beam.PCollection) -> beam.PCollection:
-        return datasets | "Cut" >> beam.FlatMap(_cut_and_count, bake=self.plan)
+        return (datasets
+                | "Keep lazy variables" >> beam.Map(keep_variables, spec=self.spec)
+                | "Batch inputs" >> beam.BatchElements(min_batch_size=INPUTS_PER_BATCH,
+                                                       max_batch_size=INPUTS_PER_BATCH)
+                | "Spill" >> beam.Map(spill_inputs, spec=self.spec))
+
+
+@dataclass
+class CutPieces(beam.PTransform):
+    """Each spilled batch of inputs cut into pieces, spilled per write task; keyed by the task."""
+
+    plan: Any  # the planned bake, as a singleton side input
+    spec: StoreSpec
+
+    def expand(self, batches: beam.PCollection) -> beam.PCollection:
+        return batches | "Cut" >> beam.FlatMap(_cut_and_count, bake=self.plan, spec=self.spec)
 
 
 @dataclass
@@ -146,9 +156,11 @@ class WriteTasks(beam.PTransform):
 
     plan: Any  # the planned bake, as a singleton side input
     template: Any  # the store's URL once prepared, as a singleton side input
+    spec: StoreSpec
 
     def expand(self, tasks: beam.PCollection) -> beam.PCollection:
-        return tasks | "Write" >> beam.Map(_write_and_count, bake=self.plan, template_url=self.template)
+        return tasks | "Write" >> beam.Map(_write_and_count, bake=self.plan, template_url=self.template,
+                                           spec=self.spec)
 
 
 def _stage_two_keyed(_written: int, bake: BakePlan) -> list[tuple[tuple, None]]:
@@ -314,16 +326,13 @@ class StoreToZarr(beam.PTransform):
                 | "Plan store" >> PlanBake(spec))
         plan_view = beam.pvalue.AsSingleton(plan)
         template = plan | "Write template" >> PrepareStore()
-        # Fused with opening, like reading schemas: opened Datasets never wait in the runner for the plan.
-        inputs = (datasets
-                  | "Keep lazy variables" >> beam.Map(keep_variables, spec=spec)
-                  | "Batch inputs" >> beam.BatchElements(min_batch_size=INPUTS_PER_BATCH,
-                                                         max_batch_size=INPUTS_PER_BATCH))
+        # Fused with opening, like reading schemas: opened inputs never wait in the runner for the plan.
         written = (
-            inputs
-            | "Cut inputs into pieces" >> CutPieces(plan_view)
+            datasets
+            | "Spill inputs" >> SpillInputs(spec)
+            | "Cut inputs into pieces" >> CutPieces(plan_view, spec)
             | "Group by write task" >> beam.GroupByKey()
-            | "Write tasks" >> WriteTasks(plan_view, beam.pvalue.AsSingleton(template))
+            | "Write tasks" >> WriteTasks(plan_view, beam.pvalue.AsSingleton(template), spec)
         )
         # A plan staged in two steps (arcoforge.multistage): the tasks above were stage 1's.
         second = written | "Stage two" >> StageTwo(plan_view)

@@ -35,6 +35,7 @@ from ..faults import checkpoint
 from ..features import check_storable
 from ..input_checks import DEFAULT_MAX_ATTR_BYTES, check_inputs, drop_large_attrs
 from ..io.lease import DEFAULT_TTL, LeaseKeeper
+from ..io.spill import Spill, SpillRef, new_spill_key, remove_spills
 from ..multistage import DEFAULT_THRESHOLD
 from ..patterns import Dimension, Index, nitems_per_file
 from ..rechunk import MAX_PIECES_PER_TASK, LazyInput, assemble_task, input_pieces, lazy_input
@@ -86,6 +87,13 @@ class StoreSpec:
     max_attr_bytes: int | None = DEFAULT_MAX_ATTR_BYTES
     max_pieces_per_task: int = MAX_PIECES_PER_TASK
     multistage_threshold: float | None = DEFAULT_THRESHOLD  # None: never two stages (see arcoforge.multistage)
+    # The key of this bake's spill (arcoforge.io.spill): it lives in the pipeline only, never in a file.
+    spill_key: bytes = field(default_factory=new_spill_key, repr=False)
+
+    @property
+    def spill(self) -> Spill:
+        """This bake's spill folder, where inputs and pieces wait for the plan and their write task."""
+        return Spill(self.url, self.owner, self.spill_key, self.storage_options)
 
     @property
     def concat_dims(self) -> list[str]:
@@ -169,13 +177,18 @@ def plan_with_lease(spec: StoreSpec, input_schemas: SchemaPool | Iterable[InputS
     """Take the store's lease (renewed by a heartbeat until released), then :func:`plan_bake`."""
     state = store_state(spec.url, spec.storage_options)
     lease = state.lease()
-    lease.acquire(spec.owner, spec.lease_ttl, spec.break_lease)
+    try:
+        lease.acquire(spec.owner, spec.lease_ttl, spec.break_lease)
+    except BaseException:
+        remove_spills(spec.url, spec.owner, spec.storage_options, stale_seconds=float("inf"))
+        raise
     if lease.taken:  # not held by who runs the pipeline (the CLI): renewed here until released
         LeaseKeeper([lease], spec.owner, spec.lease_ttl).start()
     try:
         return plan_bake(spec, input_schemas, state)
     except BaseException:
-        state.release_lease(spec.owner)  # nothing was written: the store is free again
+        remove_spills(spec.url, spec.owner, spec.storage_options)  # nothing of the store was written
+        state.release_lease(spec.owner)  # the store is free again
         raise
 
 
@@ -311,6 +324,28 @@ def cut_pieces(element: tuple[Index, xr.Dataset | LazyInput], bake: BakePlan) ->
                 yield key, piece
 
 
+def spill_inputs(batch: list[tuple[Index, LazyInput]], spec: StoreSpec) -> SpillRef:
+    """Keep a batch of inputs (what :func:`keep_variables` kept) in the spill until the plan is known."""
+    return spec.spill.put(batch)
+
+
+def cut_spilled(ref: SpillRef, bake: BakePlan, spec: StoreSpec) -> list[tuple[tuple, SpillRef]]:
+    """Cut a spilled batch of inputs into pieces, spilled as one section per write task; ``(task, section)``."""
+    by_task: dict[tuple, list] = {}
+    spill = spec.spill
+    for element in spill.get(ref):
+        for key, piece in cut_pieces(element, bake):
+            by_task.setdefault(key, []).append(piece)
+    return list(spill.put_sections(by_task).items()) if by_task else []
+
+
+def write_spilled_task(task: tuple[tuple, Iterable[SpillRef]], bake: BakePlan, spec: StoreSpec) -> tuple[int, int]:
+    """Write a task whose pieces are in spilled sections; returns the bytes written and the pieces read."""
+    key, refs = task
+    pieces = [piece for ref in refs for piece in spec.spill.get(ref)]
+    return write_task((key, pieces), bake), len(pieces)
+
+
 def write_task(task: tuple[tuple, Iterable[Any]], bake: BakePlan) -> int:
     """Assemble and write one write task's regions, then mark it done; returns the bytes written."""
     limit_netcdf_chunk_cache()  # the pieces re-open their inputs in this process
@@ -358,6 +393,7 @@ def finalize(total: int, bake: BakePlan) -> str:
         else:
             publish_bake(state, plan, bake.fingerprint)
         state.remove(INTERMEDIATE)  # a staged bake's intermediate (gone already, or never there: nothing)
+    remove_spills(plan.url, owner, plan.storage_options)
     state.release_lease(owner)
     logger.debug("finalized %s (%s, %d bytes written)", plan.url, bake.mode.value, total)
     return plan.url
