@@ -120,6 +120,11 @@ def main() -> None:
     for n, seconds, tree, root, child in rows:
         print(f"| {n:,} | {seconds:.1f} s | {seconds / n * 1e3:.2f} | {tree / MiB:,.0f} MiB | {root / MiB:,.0f} MiB "
               f"| {child / MiB:,.0f} MiB |")
+    if len(rows) > 1:
+        print("\nGrowth per input between consecutive rows (bytes): whole tree, bake process, largest worker")
+        for (n0, _, *before), (n1, _, *after) in zip(rows, rows[1:]):
+            slopes = ", ".join(f"{(b - a) / (n1 - n0):,.0f}" for a, b in zip(before, after))
+            print(f"- {n0:,} -> {n1:,}: {slopes}")
 
 
 if __name__ == "__main__":
