@@ -176,7 +176,8 @@ class SchemaPool:
     and sizes are interned (variables and attributes by a digest of their
     pickled form); what the combining code reads per input is available as
     numpy columns (:meth:`variables_ids`, :meth:`positions`, ...). The objects
-    shared by the schemas it rebuilds are read-only.
+    shared by the schemas it rebuilds are read-only. Measured on one-step netCDF
+    inputs: ~90 B per input decoded and ~87 B pickled (InputSchema objects: ~2 kB).
     """
 
     def __init__(self) -> None:
