@@ -193,6 +193,7 @@ def _bake_recipe(ref: Any, config: Any, events: Events, *, prune: int | None, dr
 
     import apache_beam as beam
 
+    from .beam.create import compact_creates
     from .errors import RecipeError
     from .feedstock import prune_pipeline, pruned_recipe
     from .runtime.pipeline_options import dataflow_job_name
@@ -243,6 +244,7 @@ def _bake_recipe(ref: Any, config: Any, events: Events, *, prune: int | None, dr
             outcome.inputs_total = pruned.kept
         else:
             outcome.inputs_total = _pattern_inputs(pipeline)
+        compact_creates(pipeline)  # after counting and pruning, which read the Creates
         outcome.stores = _stores_in(pipeline, config.target_root)
         if choice.name == "dataflow":
             from .runtime.pipeline_options import refuse_local_for_dataflow

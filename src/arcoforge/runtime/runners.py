@@ -80,11 +80,13 @@ def quiet_beam_logging(debug: bool = False) -> None:
 
 def run_local(recipe: beam.PTransform, num_workers: int = 1, **options: Any) -> beam.runners.runner.PipelineResult:
     """Run a recipe on the embedded runner and wait for it to finish."""
+    from ..beam.create import compact_creates
     from .injection import inject
 
     with use_runtime_defaults(num_workers=num_workers) as context:
         pipeline = beam.Pipeline(runner=local_runner(num_workers), options=local_pipeline_options(num_workers, **options))
         _ = pipeline | inject(recipe, context)
+        compact_creates(pipeline)
     result = pipeline.run()
     result.wait_until_finish()
     return result
