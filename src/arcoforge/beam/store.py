@@ -17,8 +17,9 @@ import apache_beam as beam
 
 from ..chunking import parse_size
 from ..core.options import construction_problems, raise_problems, store_option_problems
-from ..core.bake import (BakePlan, StoreSpec, cut_spilled, finalize, keep_variables, plan_with_lease, prepare_store,
-                         read_schema, spill_inputs, stage_two_keys, write_spilled_task, write_stage_two)
+from ..core.bake import (BakePlan, StoreSpec, cut_spilled, finalize, for_workers, keep_variables, plan_with_lease,
+                         prepare_store, read_schema, spill_inputs, stage_two_keys, write_spilled_task,
+                         write_stage_two)
 from ..errors import RecipeError
 from ..input_checks import DEFAULT_MAX_ATTR_BYTES
 from ..io.lease import DEFAULT_TTL
@@ -324,7 +325,7 @@ class StoreToZarr(beam.PTransform):
         plan = (datasets
                 | "Read input schemas" >> ReadSchemas(spec)
                 | "Plan store" >> PlanBake(spec))
-        plan_view = beam.pvalue.AsSingleton(plan)
+        plan_view = beam.pvalue.AsSingleton(plan | "Plan for workers" >> beam.Map(for_workers))
         template = plan | "Write template" >> PrepareStore()
         # Fused with opening, like reading schemas: opened inputs never wait in the runner for the plan.
         written = (
@@ -340,7 +341,7 @@ class StoreToZarr(beam.PTransform):
             (written, second)
             | "Both stages" >> beam.Flatten()
             | "Count bytes" >> beam.CombineGlobally(sum)
-            | "Consolidate" >> Finalize(plan_view)
+            | "Consolidate" >> Finalize(beam.pvalue.AsSingleton(plan))
         )
         if self.consolidate_dimension_coordinates:
             return stored

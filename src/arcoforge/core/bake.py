@@ -324,6 +324,17 @@ def cut_pieces(element: tuple[Index, xr.Dataset | LazyInput], bake: BakePlan) ->
                 yield key, piece
 
 
+def for_workers(bake: BakePlan) -> BakePlan:
+    """The plan as cutting and write tasks need it: without the inputs' URLs (held three times in a plan).
+
+    Every worker holds the plan it is given (a side input), once per step that
+    reads it; the URLs are for the records written when the store is prepared and
+    published, which get the whole plan.
+    """
+    plan = dataclasses.replace(bake.plan, schema=dataclasses.replace(bake.plan.schema, urls=()), ingested=())
+    return dataclasses.replace(bake, plan=plan, description={})
+
+
 def spill_inputs(batch: list[tuple[Index, LazyInput]], spec: StoreSpec) -> SpillRef:
     """Keep a batch of inputs (what :func:`keep_variables` kept) in the spill until the plan is known."""
     return spec.spill.put(batch)
