@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .atomic import is_local_filesystem
 from .lease import process_alive
-from .state import state_url
+from .state import owner_process, state_url
 
 logger = logging.getLogger(__name__)
 
@@ -124,8 +124,10 @@ def remove_spills(store_url: str, owner: str, storage_options: Mapping[str, Any]
     now = time.time()
     for entry in entries:
         name = entry.rstrip("/").rpartition("/")[2]
-        if name != owner and not _owner_dead(name) and not _idle(fs, entry, now, stale_seconds):
-            continue
+        if name != owner:
+            if not _owner_dead(name) and not _idle(fs, entry, now, stale_seconds):
+                continue
+            logger.info("removing the spill of bake %s of %s, which was killed", name, store_url)
         try:
             fs.rm(entry, recursive=True)
         except FileNotFoundError:
@@ -138,11 +140,9 @@ def remove_spills(store_url: str, owner: str, storage_options: Mapping[str, Any]
 
 
 def _owner_dead(owner: str) -> bool:
-    """Whether bake ``owner`` (``<host>-<pid>-<hex>``, see ``new_owner``) ran on this host in a process now gone."""
-    rest = owner.rsplit("-", 2)
-    if len(rest) != 3 or not rest[1].isdigit():
-        return False
-    return rest[0] == socket.gethostname() and not process_alive(int(rest[1]))
+    """Whether bake ``owner`` ran on this host in a process now gone."""
+    process = owner_process(owner)
+    return process is not None and process[0] == socket.gethostname() and not process_alive(process[1])
 
 
 def _idle(fs: Any, folder: str, now: float, stale_seconds: float) -> bool:

@@ -212,6 +212,16 @@ def new_owner() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
+def owner_process(owner: str) -> tuple[str, int] | None:
+    """The host and process id of a bake's id made by :func:`new_owner` (None for another kind of id).
+
+    >>> owner_process("node-7.example-4242-0a1b2c3d")
+    ('node-7.example', 4242)
+    """
+    host, pid, _ = (owner.rsplit("-", 2) + ["", ""])[:3]
+    return (host, int(pid)) if host and pid.isdigit() else None
+
+
 def task_id(group: str, task: Iterable[int]) -> str:
     """The marker name of a write task.
 
