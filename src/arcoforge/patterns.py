@@ -99,7 +99,7 @@ class Dimension:
         return (self.name, self.operation.value) < (other.name, other.operation.value)
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)  # slots: a recipe's Create holds one per input and dimension
 class Position:
     """Where an input sits along one dimension.
 
@@ -111,7 +111,7 @@ class Position:
     indexed: bool = False
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class IndexedPosition(Position):
     """A position that is an element offset (``indexed=True``) along a dimension of ``dimsize`` elements."""
 
@@ -125,6 +125,8 @@ class Index(dict):
     It identifies one input file of a pattern, and is the key that travels with
     each dataset through a pipeline.
     """
+
+    __slots__ = ()  # no per-index __dict__: a recipe's Create holds one index per input
 
     def __hash__(self) -> int:  # type: ignore[override]
         return hash(frozenset(self.items()))
@@ -285,13 +287,10 @@ class FilePattern:
         return self.format_function(**kwargs)
 
     def __iter__(self) -> Iterator[Index]:
+        # One Dimension per combine dim, shared by every index: a recipe's Create holds them all.
+        dims = [Dimension(dim.name, dim.operation) for dim in self.combine_dims]
         for positions in product(*(range(len(dim.keys)) for dim in self.combine_dims)):
-            yield Index(
-                {
-                    Dimension(dim.name, dim.operation): Position(value)
-                    for dim, value in zip(self.combine_dims, positions)
-                }
-            )
+            yield Index({dim: Position(value) for dim, value in zip(dims, positions)})
 
     def __len__(self) -> int:
         total = 1

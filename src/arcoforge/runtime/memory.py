@@ -12,6 +12,8 @@ and the transforms that open inputs and write tasks call these explicitly.
 from __future__ import annotations
 
 import ctypes
+import threading
+import time
 
 from ..errors import RecipeError
 from ..rechunk import TaskBuffer
@@ -102,6 +104,38 @@ def limit_coordinator_heaps(arenas: int = 2) -> bool:
         return ctypes.CDLL("libc.so.6").mallopt(_M_ARENA_MAX, arenas) == 1
     except (OSError, AttributeError):
         return False
+
+
+# How often the coordinating process of a local bake hands freed heap memory back to the OS.
+COORDINATOR_TRIM_SECONDS = 2.0
+_trimmer: threading.Thread | None = None
+
+
+def trim_freed_memory_every(seconds: float = COORDINATOR_TRIM_SECONDS) -> bool:
+    """Hand the heap memory this process has freed back to the OS every ``seconds``, from a daemon thread.
+
+    For the process that coordinates local workers: between stages it decodes
+    and re-encodes what crosses them (the schema pools, the plan and its side
+    inputs, each a few MB at 10^5 inputs), in message buffers glibc serves from
+    its heaps and keeps once freed: measured on 20,000 one-step inputs, 17 MB
+    of its 93 MB of heaps were free, a kilobyte per input. ``malloc_trim``
+    returns free pages anywhere in a heap, not only at its top. Started once
+    per process; returns False off glibc.
+    """
+    global _trimmer
+    try:
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return False
+    if _trimmer is None:
+        def run() -> None:
+            while True:
+                time.sleep(seconds)
+                trim(0)
+
+        _trimmer = threading.Thread(target=run, name="arcoforge-trim", daemon=True)
+        _trimmer.start()
+    return True
 
 
 def release_freed_memory() -> None:

@@ -51,13 +51,14 @@ def local_runner(num_workers: int = 1) -> beam.runners.PipelineRunner:
     from apache_beam.transforms import environments
 
     from .data_plane import guard_runner_data_plane
-    from .memory import limit_coordinator_heaps
+    from .memory import limit_coordinator_heaps, trim_freed_memory_every
     from .workers import WORKER_MODULE, WarmWorkers, attach_command
 
     guard_runner_data_plane()  # else a slow send to a worker can lose elements (see data_plane)
     if num_workers == 1:
         return FnApiRunner()
     limit_coordinator_heaps()  # this process only passes data between its workers
+    trim_freed_memory_every()  # and what passes leaves its heaps large
     warm = WarmWorkers.active_folder()
     command = attach_command(warm) if warm else f"{shlex.quote(sys.executable)} -m {WORKER_MODULE}"
     return FnApiRunner(
