@@ -23,6 +23,7 @@ import enum
 import json
 import logging
 import os
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -289,18 +290,20 @@ def prepare_store(bake: BakePlan) -> str:
 
 
 # The cutting of the plan a worker holds (its side input), by the plan's identity: a cache, not configuration.
-_CUTTING: dict[int, tuple[StorePlan, dict[str, Any], frozenset[str]]] = {}
+# It refers to the plan weakly: each bundle decodes its own copy of the side input, and a copy
+# kept here after its bundle would hold the plan's per-input offsets for nothing.
+_CUTTING: dict[int, tuple[weakref.ref, dict[str, Any], frozenset[str]]] = {}
 
 
 def cutting_of(plan: StorePlan) -> tuple[dict[str, Any], frozenset[str]]:
     """What cutting each input needs of ``plan``, worked out once per plan rather than once per input:
     the grids inputs are cut by, and the staged groups whose stage 1 still has work."""
     hit = _CUTTING.get(id(plan))
-    if hit is None or hit[0] is not plan:
-        if len(_CUTTING) >= 8:
-            _CUTTING.clear()
+    if hit is None or hit[0]() is not plan:
+        for key in [key for key, (ref, _, _) in _CUTTING.items() if ref() is None]:
+            del _CUTTING[key]
         pending = frozenset(group for group in plan.stages if stage_one_needed(plan, group))
-        hit = _CUTTING[id(plan)] = (plan, cutting_grids(plan), pending)
+        hit = _CUTTING[id(plan)] = (weakref.ref(plan), cutting_grids(plan), pending)
     return hit[1], hit[2]
 
 
