@@ -125,6 +125,55 @@ def test_dask_runs_each_step_once_and_keeps_every_output(tmp_path, dask_address)
     assert _calls(calls, "seen") == ["6"]
 
 
+def test_dask_fuses_steps_that_only_feed_each_other_into_one_task_per_partition():
+    """Two Maps in a row are one task per partition; a PCollection read twice ends a chain (issue 16)."""
+    import dask
+    from apache_beam.runners.dask.overrides import dask_overrides
+
+    from arcoforge.runtime.dask_runner import PARTITIONS_PER_THREAD, _BagTranslator
+
+    pipeline = beam.Pipeline()
+    doubled = (pipeline | beam.Create(list(range(40))) | "add" >> beam.Map(lambda x: x + 1)
+               | "double" >> beam.Map(lambda x: x * 2))
+    _ = doubled | "text" >> beam.Map(str)
+    _ = doubled | "negate" >> beam.Map(lambda x: -x)
+    pipeline.replace_all(dask_overrides())
+    translator = _BagTranslator(threads=2)
+    pipeline.visit(translator)
+    leaves = dict(translator.leaves())
+    graph = {}
+    for bag in leaves.values():
+        graph.update(dict(bag.__dask_graph__()))
+    chains = [key for key in graph if isinstance(key, tuple) and key[0].startswith("run_chain-")]
+    partitions = PARTITIONS_PER_THREAD * 2
+    assert len(chains) == 3 * partitions  # add+double, text, negate; not four steps' worth
+    text, negated = dask.compute(leaves["text"], leaves["negate"], scheduler="sync")
+    assert sorted(text) == sorted(str((x + 1) * 2) for x in range(40))
+    assert sorted(negated) == sorted(-(x + 1) * 2 for x in range(40))
+
+
+def test_dask_spreads_the_shards_of_a_compact_create_over_its_partitions():
+    """CompactCreate starts from one Impulse; its Reshuffle must give every thread a share (issue 16)."""
+    import dask
+    from apache_beam.runners.dask.overrides import dask_overrides
+
+    from arcoforge.beam.create import MIN_VALUES, compact_creates
+    from arcoforge.runtime.dask_runner import PARTITIONS_PER_THREAD, _BagTranslator
+
+    values = list(range(MIN_VALUES * 3))
+    pipeline = beam.Pipeline()
+    _ = pipeline | beam.Create(values) | "square" >> beam.Map(lambda x: x * x)
+    compact_creates(pipeline)
+    pipeline.replace_all(dask_overrides())
+    translator = _BagTranslator(threads=2)
+    pipeline.visit(translator)
+    (_, squares), = translator.leaves()
+    assert squares.npartitions == PARTITIONS_PER_THREAD * 2
+    parts = dask.compute(*squares.to_delayed(), scheduler="sync")
+    assert sum(1 for part in parts if part) == PARTITIONS_PER_THREAD * 2
+    assert sorted(x for part in parts for x in part) == [x * x for x in values]
+
+
 def test_dask_refuses_what_it_cannot_run(dask_address):
     def body(p):
         _ = (p | beam.Create([(1, 1), (2, 2)]) | beam.WindowInto(beam.window.FixedWindows(10)) | beam.GroupByKey())

@@ -27,10 +27,17 @@ value computed once and handed to every task that reads it; every PCollection
 nobody consumes is computed; GroupByKey groups by a deterministic token of the
 key; anything else is refused with a message naming the transform. Only the
 global window is supported (batch recipes need nothing else).
+
+Like Beam's own runners it fuses: ParDos that only feed each other run as one
+dask task per partition, and a Create or a Reshuffle spreads elements over a
+few partitions per worker thread. A dask task per step and partition cost a
+1,000-input bake 27,000 bundle tasks and 170,000 shuffle tasks (76 s against
+11 s on the local runner); fused, 800 and 3,000 (issue 16).
 """
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 import math
@@ -58,9 +65,10 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 logger = logging.getLogger(__name__)
 
-# Create spreads its values over at most this many partitions (one per value below it):
-# recipe inputs are few and heavy, so each should be free to run on its own worker.
-MAX_CREATE_PARTITIONS = 256
+# Create spreads its values over this many partitions per worker thread (one per value below
+# it): enough that a slow input does not hold up a thread's share, few enough that the tasks
+# of every step, and the shuffle of every GroupByKey, stay few.
+PARTITIONS_PER_THREAD = 4
 
 
 def _windowed(value: Any) -> WindowedValue:
@@ -132,6 +140,23 @@ def run_bundle(items: Iterable[Any], spec: dict[str, Any], *side_values: list) -
     return outputs
 
 
+def run_chain(items: Iterable[Any], stages: Sequence[dict[str, Any]], *side_values: list) -> list[Any]:
+    """Run consecutive ParDos over one partition as one task, each stage's main outputs feeding the next.
+
+    The last stage's outputs are values if it has one output, ``(tag, value)`` pairs if it has
+    several. ``side_values`` holds every stage's side inputs, in stage order.
+    """
+    position = 0
+    pairs: list[tuple[Any, Any]] = []
+    for number, spec in enumerate(stages):
+        count = len(spec["side_views"])
+        pairs = run_bundle(items, spec, *side_values[position:position + count])
+        position += count
+        if number < len(stages) - 1 or spec["single_output"]:
+            items = [value for tag, value in pairs if tag is None]
+    return items if stages[-1]["single_output"] else pairs
+
+
 def _values_of_tag(pairs: Iterable[tuple[Any, Any]], tag: Any) -> list[Any]:
     return [value for t, value in pairs if t == tag]
 
@@ -178,20 +203,48 @@ def _ungroup(group: tuple[str, list]) -> tuple[Any, list]:
 
 
 class _BagTranslator(PipelineVisitor):
-    """Builds one dask bag per PCollection, and knows which PCollections nobody reads."""
+    """Builds one dask bag per PCollection, and knows which PCollections nobody reads.
 
-    def __init__(self, npartitions: int | None = None, partition_size: int | None = None):
+    Visiting only collects the primitive transforms; :meth:`leaves` translates them. A ParDo
+    whose main input nothing else reads is fused with the ParDo that made it, as Beam's own
+    runners fuse stages: the chain runs as one task per partition (:func:`run_chain`) rather
+    than a dask task per step and partition.
+    """
+
+    def __init__(self, npartitions: int | None = None, partition_size: int | None = None, threads: int = 1):
         self.npartitions = npartitions
         self.partition_size = partition_size
+        self.threads = max(1, threads)
         self.bags: dict[pvalue.PCollection, Any] = {}
         self.produced: list[pvalue.PCollection] = []
-        self.consumed: set[int] = set()
+        self.consumers: collections.Counter[int] = collections.Counter()
+        self.nodes: list[AppliedPTransform] = []
+        # PCollection id -> (source bag, ParDo specs, their side values): a chain not yet a bag
+        self._chains: dict[int, tuple[Any, tuple[dict[str, Any], ...], tuple[Any, ...]]] = {}
         self._side_values: dict[int, Any] = {}
+
+    def visit_transform(self, node: AppliedPTransform) -> None:
+        self.nodes.append(node)
+        for value in node.main_inputs.values():
+            if isinstance(value, pvalue.PCollection):
+                self.consumers[id(value)] += 1
+        for side in node.side_inputs:
+            self.consumers[id(side.pvalue)] += 1
 
     def leaves(self) -> list[tuple[str, Any]]:
         """``(producer label, bag)`` of every PCollection that no transform consumes."""
-        return [(pcoll.producer.full_label, self.bags[pcoll]) for pcoll in self.produced
-                if id(pcoll) not in self.consumed]
+        for node in self.nodes:
+            self._translate(node)
+        self.nodes = []
+        return [(pcoll.producer.full_label, self._bag(pcoll)) for pcoll in self.produced
+                if not self.consumers[id(pcoll)]]
+
+    def _bag(self, pcoll: pvalue.PCollection) -> Any:
+        """The PCollection's bag; a chain of ParDos waiting to be fused becomes one task per partition here."""
+        if pcoll not in self.bags:
+            source, stages, side_values = self._chains.pop(id(pcoll))
+            self.bags[pcoll] = source.map_partitions(run_chain, list(stages), *side_values)
+        return self.bags[pcoll]
 
     def _side_value(self, pcoll: pvalue.PCollection) -> Any:
         """The whole PCollection as one dask value, built once so it is computed once.
@@ -201,16 +254,11 @@ class _BagTranslator(PipelineVisitor):
         tasks would compute the upstream steps a second time.
         """
         if id(pcoll) not in self._side_values:
-            self._side_values[id(pcoll)] = _over_partitions(self.bags[pcoll], _concat, "side-input")
+            self._side_values[id(pcoll)] = _over_partitions(self._bag(pcoll), _concat, "side-input")
         return self._side_values[id(pcoll)]
 
-    def visit_transform(self, node: AppliedPTransform) -> None:
+    def _translate(self, node: AppliedPTransform) -> None:
         transform = node.transform
-        main_inputs = [value for value in node.main_inputs.values() if isinstance(value, pvalue.PCollection)]
-        for value in main_inputs:
-            self.consumed.add(id(value))
-        for side in node.side_inputs:
-            self.consumed.add(id(side.pvalue))
         for output in node.outputs.values():
             windowfn = getattr(getattr(output, "windowing", None), "windowfn", GlobalWindows())
             if not isinstance(windowfn, GlobalWindows):
@@ -218,20 +266,27 @@ class _BagTranslator(PipelineVisitor):
                     f"DaskRunner: {node.full_label} outputs windows of {type(windowfn).__name__}; "
                     "only the global window is supported"
                 )
-        inputs = [self.bags[value] for value in main_inputs]
+        self.produced.extend(node.outputs.values())
+        main_inputs = [value for value in node.main_inputs.values() if isinstance(value, pvalue.PCollection)]
+        if type(transform) is beam.ParDo:
+            self._pardo(node, main_inputs[0])
+            return
+        inputs = [self._bag(value) for value in main_inputs]
         if isinstance(transform, _Create):
-            bags = {None: self._create(list(transform.values))}
+            bag = self._create(list(transform.values))
         elif isinstance(transform, _GroupByKeyOnly):
-            bags = {None: inputs[0].groupby(_group_token, shuffle="tasks").map(_ungroup)}
-        elif isinstance(transform, (_GroupAlsoByWindow, _Reshuffle, beam.WindowInto)):
+            bag = inputs[0].groupby(_group_token, shuffle="tasks").map(_ungroup)
+        elif isinstance(transform, beam.Impulse):
+            bag = self._create([b""])
+        elif isinstance(transform, _Reshuffle):
+            bag = self._spread(inputs[0])
+        elif isinstance(transform, (_GroupAlsoByWindow, beam.WindowInto)):
             # Grouping is done already, in the only window there is (checked above).
-            bags = {None: inputs[0]}
+            bag = inputs[0]
         elif isinstance(transform, _Flatten):
             import dask.bag
 
-            bags = {None: dask.bag.concat(inputs) if inputs else self._create([])}
-        elif type(transform) is beam.ParDo:
-            bags = self._pardo(node, inputs[0])
+            bag = dask.bag.concat(inputs) if inputs else self._create([])
         elif isinstance(transform, _Read):
             raise NotImplementedError(f"DaskRunner: {node.full_label} reads a Beam source, which it cannot run; "
                                       "start the pipeline from beam.Create")
@@ -239,28 +294,46 @@ class _BagTranslator(PipelineVisitor):
             raise NotImplementedError(
                 f"DaskRunner: {node.full_label} is a {type(transform).__name__} primitive, which it cannot run"
             )
-        for tag, output in node.outputs.items():
-            self.bags[output] = bags[tag] if tag in bags else bags[None]
-            self.produced.append(output)
+        for output in node.outputs.values():
+            self.bags[output] = bag
 
     def _create(self, values: list[Any]) -> Any:
         import dask.bag
 
         if self.npartitions:
             return dask.bag.from_sequence(values, npartitions=self.npartitions)
-        size = self.partition_size or max(1, math.ceil(len(values) / MAX_CREATE_PARTITIONS))
+        size = self.partition_size or max(1, math.ceil(len(values) / (PARTITIONS_PER_THREAD * self.threads)))
         return dask.bag.from_sequence(values, partition_size=size)
 
-    def _pardo(self, node: AppliedPTransform, main: Any) -> dict[Any, Any]:
+    def _spread(self, bag: Any) -> Any:
+        """A Reshuffle: a bag of fewer partitions than Create would make is split into that many.
+
+        (``CompactCreate`` starts from one Impulse element and reshuffles its shards so that
+        workers share them.)
+        """
+        partitions = self.npartitions or PARTITIONS_PER_THREAD * self.threads
+        return bag.repartition(npartitions=partitions) if bag.npartitions < partitions else bag
+
+    def _pardo(self, node: AppliedPTransform, main: pvalue.PCollection) -> None:
+        """Extend the chain that made ``main`` when nothing else reads it; start one otherwise."""
         transform = node.transform
         args, kwargs = transform.raw_side_inputs
-        side_views = [(type(side), side._view_options()) for side in node.side_inputs]
-        spec = {"fn": transform.fn, "args": args, "kwargs": kwargs, "label": node.full_label,
-                "side_views": side_views}
-        side_values = [self._side_value(side.pvalue) for side in node.side_inputs]
-        pairs = main.map_partitions(run_bundle, spec, *side_values)
         tags = list(node.outputs)
-        return {tag: pairs.map_partitions(_values_of_tag, tag) for tag in tags}
+        spec = {"fn": transform.fn, "args": args, "kwargs": kwargs, "label": node.full_label,
+                "side_views": [(type(side), side._view_options()) for side in node.side_inputs],
+                "single_output": tags == [None]}
+        side_values = tuple(self._side_value(side.pvalue) for side in node.side_inputs)
+        if id(main) in self._chains and self.consumers[id(main)] == 1:
+            source, stages, earlier_sides = self._chains.pop(id(main))
+        else:
+            source, stages, earlier_sides = self._bag(main), (), ()
+        stages, side_values = (*stages, spec), (*earlier_sides, *side_values)
+        if spec["single_output"]:
+            self._chains[id(node.outputs[None])] = (source, stages, side_values)
+            return
+        pairs = source.map_partitions(run_chain, list(stages), *side_values)
+        for tag, output in node.outputs.items():
+            self.bags[output] = pairs.map_partitions(_values_of_tag, tag)
 
 
 class DaskPipelineResult(PipelineResult):
@@ -313,12 +386,13 @@ class DaskRunner(BeamDaskRunner):
         if npartitions and partition_size:
             raise ValueError("give --dask_npartitions or --dask_partition_size, not both")
         pipeline.replace_all(dask_overrides())
-        translator = _BagTranslator(npartitions=npartitions, partition_size=partition_size)
-        pipeline.visit(translator)
-        leaves = translator.leaves()
-        counts = [_total(bag) for _, bag in leaves]
         client = distributed.Client(**dask_options)
         try:
+            threads = sum(client.nthreads().values())
+            translator = _BagTranslator(npartitions=npartitions, partition_size=partition_size, threads=threads)
+            pipeline.visit(translator)
+            leaves = translator.leaves()
+            counts = [_total(bag) for _, bag in leaves]
             # Unoptimized: dask's fusion renames tasks per output, and a task shared by two
             # outputs would then run once for each.
             futures = client.compute(counts, optimize_graph=False)
