@@ -132,9 +132,17 @@ def test_dask_fuses_steps_that_only_feed_each_other_into_one_task_per_partition(
 
     from arcoforge.runtime.dask_runner import PARTITIONS_PER_THREAD, _BagTranslator
 
+    seen = []
+
+    def step(name, func):
+        def run(x):
+            seen.append(name)
+            return func(x)
+        return run
+
     pipeline = beam.Pipeline()
-    doubled = (pipeline | beam.Create(list(range(40))) | "add" >> beam.Map(lambda x: x + 1)
-               | "double" >> beam.Map(lambda x: x * 2))
+    doubled = (pipeline | beam.Create(list(range(40))) | "add" >> beam.Map(step("add", lambda x: x + 1))
+               | "double" >> beam.Map(step("double", lambda x: x * 2)))
     _ = doubled | "text" >> beam.Map(str)
     _ = doubled | "negate" >> beam.Map(lambda x: -x)
     pipeline.replace_all(dask_overrides())
@@ -148,6 +156,8 @@ def test_dask_fuses_steps_that_only_feed_each_other_into_one_task_per_partition(
     partitions = PARTITIONS_PER_THREAD * 2
     assert len(chains) == 3 * partitions  # add+double, text, negate; not four steps' worth
     text, negated = dask.compute(leaves["text"], leaves["negate"], scheduler="sync")
+    # Element by element through the chain, as Beam fuses: no partition's outputs wait all at once.
+    assert seen == ["add", "double"] * 40
     assert sorted(text) == sorted(str((x + 1) * 2) for x in range(40))
     assert sorted(negated) == sorted(-(x + 1) * 2 for x in range(40))
 

@@ -98,20 +98,25 @@ class _Receivers(dict):
         return receiver
 
 
-def run_bundle(items: Iterable[Any], spec: dict[str, Any], *side_values: list) -> list[tuple[Any, Any]]:
-    """Run a DoFn over one partition; returns ``(tag, value)`` for every output, finish_bundle's included.
+class _Forward(Receiver):
+    """A receiver that hands each output straight to the next DoFn of a fused chain."""
 
-    Everything mutable is made here, per call, so a task run twice gives the same result.
-    """
+    def __init__(self, invoker: Any):
+        self.invoker = invoker
+
+    def receive(self, windowed_value: WindowedValue) -> None:
+        self.invoker.invoke_process(windowed_value)
+
+
+def _invoker(spec: dict[str, Any], side_values: Sequence[list], main: Receiver, tagged: dict) -> Any:
+    """A Beam invoker of one DoFn, its outputs going to ``main`` and, by tag, ``tagged``."""
     from apache_beam.runners.common import DoFnContext, DoFnInvoker, DoFnSignature, _OutputHandler
     from apache_beam.transforms.sideinputs import SideInputMap
 
-    outputs: list[tuple[Any, Any]] = []
-    receivers = _Receivers(outputs)
     handler = _OutputHandler(
         window_fn=GlobalWindows(),
-        main_receivers=receivers[None],
-        tagged_receivers=receivers,
+        main_receivers=main,
+        tagged_receivers=tagged,
         per_element_output_counter=None,
         output_batch_converter=None,
         process_yields_batches=False,
@@ -121,7 +126,7 @@ def run_bundle(items: Iterable[Any], spec: dict[str, Any], *side_values: list) -
         SideInputMap(view_class, view_options, [_windowed(v) for v in values])
         for (view_class, view_options), values in zip(spec["side_views"], side_values)
     ]
-    invoker = DoFnInvoker.create_invoker(
+    return DoFnInvoker.create_invoker(
         DoFnSignature(spec["fn"]),
         handler,
         context=DoFnContext(spec["label"], state=None),
@@ -131,30 +136,36 @@ def run_bundle(items: Iterable[Any], spec: dict[str, Any], *side_values: list) -
         user_state_context=None,
         bundle_finalizer_param=beam.DoFn.BundleFinalizerParam(),
     )
-    invoker.invoke_setup()
-    invoker.invoke_start_bundle()
-    for item in items:
-        invoker.invoke_process(_windowed(item))
-    invoker.invoke_finish_bundle()
-    invoker.invoke_teardown()
-    return outputs
 
 
 def run_chain(items: Iterable[Any], stages: Sequence[dict[str, Any]], *side_values: list) -> list[Any]:
-    """Run consecutive ParDos over one partition as one task, each stage's main outputs feeding the next.
+    """Run consecutive ParDos over one partition as one task, element by element, as Beam fuses a stage.
 
-    The last stage's outputs are values if it has one output, ``(tag, value)`` pairs if it has
-    several. ``side_values`` holds every stage's side inputs, in stage order.
+    Each output of a stage goes straight into the next stage, so a partition's
+    intermediate elements (opened datasets) are never all held at once; what a
+    ``finish_bundle`` emits goes on down the chain too. The last stage's outputs are
+    values if it has one output, ``(tag, value)`` pairs if it has several.
+    ``side_values`` holds every stage's side inputs, in stage order. Everything
+    mutable is made here, per call, so a task run twice gives the same result.
     """
-    position = 0
-    pairs: list[tuple[Any, Any]] = []
-    for number, spec in enumerate(stages):
-        count = len(spec["side_views"])
-        pairs = run_bundle(items, spec, *side_values[position:position + count])
-        position += count
-        if number < len(stages) - 1 or spec["single_output"]:
-            items = [value for tag, value in pairs if tag is None]
-    return items if stages[-1]["single_output"] else pairs
+    outputs: list[tuple[Any, Any]] = []
+    ends = [sum(len(spec["side_views"]) for spec in stages[:number + 1]) for number in range(len(stages))]
+    invokers: list[Any] = []
+    for number in reversed(range(len(stages))):
+        spec, sides = stages[number], side_values[ends[number] - len(stages[number]["side_views"]):ends[number]]
+        receivers = _Receivers(outputs if not invokers else [])  # a single-output stage has no tags
+        main = receivers[None] if not invokers else _Forward(invokers[0])
+        invokers.insert(0, _invoker(spec, sides, main, receivers))
+    for invoker in invokers:
+        invoker.invoke_setup()
+        invoker.invoke_start_bundle()
+    for item in items:
+        invokers[0].invoke_process(_windowed(item))
+    for invoker in invokers:  # first to last: a stage's finish_bundle may still feed the next
+        invoker.invoke_finish_bundle()
+    for invoker in invokers:
+        invoker.invoke_teardown()
+    return [value for _, value in outputs] if stages[-1]["single_output"] else outputs
 
 
 def _values_of_tag(pairs: Iterable[tuple[Any, Any]], tag: Any) -> list[Any]:
