@@ -46,7 +46,7 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam import pvalue
-from apache_beam.pipeline import AppliedPTransform, PipelineVisitor
+from apache_beam.pipeline import AppliedPTransform, PipelineVisitor, PTransformOverride
 from apache_beam.runners.dask.dask_runner import DaskOptions
 from apache_beam.runners.dask.dask_runner import DaskRunner as BeamDaskRunner
 from apache_beam.runners.dask.overrides import (
@@ -59,6 +59,7 @@ from apache_beam.runners.dask.overrides import (
     dask_overrides,
 )
 from apache_beam.runners.common import Receiver
+from apache_beam.transforms.combiners import LiftedCombinePerKey
 from apache_beam.runners.runner import PipelineResult, PipelineState
 from apache_beam.transforms.window import GlobalWindow, GlobalWindows
 from apache_beam.utils.windowed_value import WindowedValue
@@ -385,6 +386,22 @@ class DaskPipelineResult(PipelineResult):
         raise NotImplementedError("the DaskRunner collects no Beam metrics; arcoforge reports progress itself")
 
 
+class _LiftCombines(PTransformOverride):
+    """Each CombinePerKey combined within a partition first, as Beam's runners lift combiners.
+
+    Beam's CombinePerKey expands to a GroupByKey of every value, so a bake's input
+    schemas all crossed the shuffle into one task (~10 kB per input in a worker);
+    lifted, each partition sends one accumulator per key.
+    """
+
+    def matches(self, applied: AppliedPTransform) -> bool:
+        return type(applied.transform) is beam.CombinePerKey
+
+    def get_replacement_transform_for_applied_ptransform(self, applied: AppliedPTransform) -> beam.PTransform:
+        transform = applied.transform
+        return LiftedCombinePerKey(transform.fn, transform.args, transform.kwargs)
+
+
 class DaskRunner(BeamDaskRunner):
     """Beam's DaskRunner, translating the pipeline with :class:`_BagTranslator` (see the module doc)."""
 
@@ -396,6 +413,7 @@ class DaskRunner(BeamDaskRunner):
         partition_size = dask_options.pop("partition_size", None)
         if npartitions and partition_size:
             raise ValueError("give --dask_npartitions or --dask_partition_size, not both")
+        pipeline.replace_all([_LiftCombines()])  # first: its GroupByKey is then overridden too
         pipeline.replace_all(dask_overrides())
         client = distributed.Client(**dask_options)
         try:
