@@ -9,7 +9,8 @@ once into ``--corpus`` and kept. Each row is ``arcoforge bake`` of a recipe
 over the first N of them (chunks of 1,000 steps, 2 local workers) in its own
 process tree; every 50 ms the RSS of each process of the tree is sampled, and
 the row shows the peak of the whole tree, of the bake process and of the
-largest worker. The store is then compared value by value with what the
+largest worker (with ``--dask-address``, the cluster's workers count as the
+tree's workers). The store is then compared value by value with what the
 inputs hold (input i is ``i + k/100`` for k in 0..31 at time i).
 """
 
@@ -62,15 +63,29 @@ def write_corpus(folder: Path, n: int) -> None:
         os.rename(f"{path}.tmp", path)
 
 
-def run_sampled(args: list[str], env: dict) -> tuple[float, int, int, int, str]:
-    """Wall seconds, and peak RSS of the whole tree, of the root process and of its largest child."""
+def dask_worker_pids(bake_args: list[str]) -> list[int]:
+    """The process ids of the dask workers a ``--runner dask --dask-address A`` bake will use (none otherwise)."""
+    if "--dask-address" not in bake_args:
+        return []
+    from distributed import Client
+
+    with Client(bake_args[bake_args.index("--dask-address") + 1], timeout=30) as client:
+        return sorted(client.run(os.getpid).values())
+
+
+def run_sampled(args: list[str], env: dict, workers: list[int] = ()) -> tuple[float, int, int, int, str]:
+    """Wall seconds, and peak RSS of the whole tree, of the root process and of its largest child.
+
+    ``workers`` are processes outside the tree (a dask cluster's workers) counted as its children.
+    """
     started = time.perf_counter()
     process = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     root = psutil.Process(process.pid)
+    outside = [psutil.Process(pid) for pid in workers]
     tree = root_peak = child_peak = 0
     while process.poll() is None:
         try:
-            children = root.children(recursive=True)
+            children = root.children(recursive=True) + outside
             rss = {p.pid: p.memory_info().rss for p in [root, *children] if p.is_running()}
             tree = max(tree, sum(rss.values()))
             root_peak = max(root_peak, rss.get(root.pid, 0))
@@ -100,6 +115,7 @@ def main() -> None:
     parser.add_argument("--bake-args", default="", help="more `arcoforge bake` arguments (another runner)")
     options = parser.parse_args()
     corpus = Path(options.corpus)
+    outside_workers = dask_worker_pids(options.bake_args.split())
     write_corpus(corpus, max(options.sizes))
     rows = []
     with tempfile.TemporaryDirectory() as work:
@@ -110,7 +126,7 @@ def main() -> None:
             env = {**os.environ, "MANY_CORPUS": str(corpus), "MANY_N": str(n)}
             seconds, tree, root, child, _ = run_sampled(
                 [sys.executable, "-m", "arcoforge.cli", "-q", "bake", str(recipe), "--target-root", str(target),
-                 "--num-workers", str(options.workers), "--no-stac", *options.bake_args.split()], env)
+                 "--num-workers", str(options.workers), "--no-stac", *options.bake_args.split()], env, outside_workers)
             verify(target / "many.zarr", n)
             rows.append((n, seconds, tree, root, child))
             print(f"{n} inputs: {seconds:.1f} s, tree {tree / MiB:.0f} MiB, bake {root / MiB:.0f} MiB, "

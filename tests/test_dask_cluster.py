@@ -95,3 +95,7 @@ def test_bake_on_a_dask_cluster_of_separate_processes(tmp_path, daily_archive, d
     np.testing.assert_array_equal(store.time.values, expected.time.values)
     # 12 days in chunks of 5 with at most 5 pieces a task: 3 write tasks, on the cluster's workers
     assert store.analysed_sst.encoding["chunks"][0] == 5
+    # Progress came from the workers, through the scheduler (they need not share this machine's disk).
+    final = [line for line in lines if line.get("event") == "progress" and line["final"]]
+    assert final and final[-1]["inputs_read"] == len(daily_archive)
+    assert final[-1]["tasks_done"] == final[-1]["tasks_total"] > 0

@@ -223,8 +223,8 @@ def _bake_recipe(ref: Any, config: Any, events: Events, *, prune: int | None, dr
             config.runner, num_workers=config.num_workers, pipeline_options=config.pipeline_options,
             dask=config.dask, dataflow=config.dataflow, flink=config.flink, job_name=job_name, dry_run=dry_run,
         ))
-        progress_dir = (stack.enter_context(tempfile.TemporaryDirectory(prefix="arcoforge-progress-"))
-                        if choice.local else None)
+        progress_dir = choice.progress_address or (
+            stack.enter_context(tempfile.TemporaryDirectory(prefix="arcoforge-progress-")) if choice.local else None)
         context = stack.enter_context(use_runtime_defaults(**_runtime_values(
             target_root=config.target_root, storage_options=config.target_storage_options or None,
             num_workers=choice.num_workers, max_mem=config.max_mem, progress_dir=progress_dir,

@@ -140,6 +140,8 @@ class RunnerChoice:
     local: bool
     num_workers: int = 1
     detail: str = ""
+    # Where workers that need not share this machine report progress (a dask scheduler's event topic).
+    progress_address: str | None = None
 
 
 @contextlib.contextmanager
@@ -175,6 +177,7 @@ def choose_runner(
         except ImportError:
             raise RecipeError("--runner dask needs dask.distributed: pip install 'arcoforge[dask]'") from None
         from .dask_runner import DaskRunner
+        from .progress import dask_progress_address
 
         n_workers = int(settings.get("n_workers") or num_workers)
         address = settings.get("address")
@@ -183,7 +186,8 @@ def choose_runner(
             options = dask_pipeline_options(scheduler, settings.get("npartitions"), extra)
             where = f"dask scheduler {scheduler}" + ("" if address else f" ({n_workers} local workers)")
             yield RunnerChoice(name, DaskRunner(), options, local=not address,
-                               num_workers=n_workers if not address else 1, detail=where)
+                               num_workers=n_workers if not address else 1, detail=where,
+                               progress_address=dask_progress_address(scheduler))
     elif name == "dataflow":
         options = dataflow_pipeline_options(dict(dataflow or {}), job_name, extra, dry_run=dry_run)
         try:
