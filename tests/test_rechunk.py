@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+import os
 import resource
 import subprocess
 import sys
@@ -175,3 +176,39 @@ def test_assembling_in_a_kept_buffer_gives_each_variable_its_own_values():
         seen[name] = values.copy()  # valid until the next variable is asked for
     np.testing.assert_array_equal(seen["a"][:, 0], [0, 1, 2, 3])
     np.testing.assert_array_equal(seen["b"][:, 0], [10, 11, 12, 13])
+
+
+FREED_INSIDE_THE_HEAP = """
+import ctypes, sys, time
+from arcoforge.runtime.memory import trim_freed_memory_every
+
+def rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+blocks = [libc.malloc(64 * 2**10) for _ in range(3200)]  # 200 MiB, each below glibc's mmap threshold
+for block in blocks:
+    ctypes.memset(block, 1, 64 * 2**10)
+for block in blocks[:-1]:  # the last block keeps the top of the heap: nothing is trimmed on its own
+    libc.free(block)
+before = rss()
+if sys.argv[1] == "trim":
+    assert trim_freed_memory_every(0.05)
+    assert trim_freed_memory_every(0.05)  # started once
+time.sleep(0.5)
+print((before - rss()) // 2**20)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="malloc_trim is glibc's")
+def test_the_coordinating_process_hands_memory_freed_inside_its_heap_back():
+    def returned_mib(mode: str) -> int:
+        done = subprocess.run([sys.executable, "-c", FREED_INSIDE_THE_HEAP, mode], capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}, check=True)
+        return int(done.stdout)
+
+    assert returned_mib("keep") < 20
+    assert returned_mib("trim") > 150
