@@ -140,7 +140,7 @@ def _translated(pipeline, threads):
 
 
 def test_dask_fuses_steps_that_only_feed_each_other_into_one_task_per_partition(tmp_path):
-    """Two Maps in a row are one task per partition; a PCollection read twice ends a chain (issue 16)."""
+    """Maps that only feed each other are one task per partition, also where a PCollection has two readers."""
     import dask
 
     from arcoforge.runtime.dask_runner import PARTITIONS_PER_THREAD
@@ -163,9 +163,8 @@ def test_dask_fuses_steps_that_only_feed_each_other_into_one_task_per_partition(
     graph = {}
     for bag in leaves.values():
         graph.update(dict(bag.__dask_graph__()))
-    chains = [key for key in graph if isinstance(key, tuple) and key[0].startswith("run_chain-")]
-    partitions = PARTITIONS_PER_THREAD * 2
-    assert len(chains) == 3 * partitions  # add+double, text, negate; not four steps' worth
+    stages = [key for key in graph if isinstance(key, tuple) and key[0].startswith("run_stage-")]
+    assert len(stages) == PARTITIONS_PER_THREAD * 2  # all four steps in one task per partition
     text, negated = dask.compute(leaves["text"], leaves["negate"], scheduler="sync")
     # Element by element through the chain, as Beam fuses: no partition's outputs wait all at once.
     assert Path(log).read_text().split() == ["add", "double"] * 40
@@ -205,6 +204,22 @@ def test_dask_combines_within_each_partition_before_the_shuffle():
     assert dask.compute(total, scheduler="sync")[0] == [sum(range(400))]
     shuffled = dask.compute(translator.bags[grouped[0]], scheduler="sync")[0]
     assert len(shuffled) == PARTITIONS_PER_THREAD  # one (key, accumulator) per partition
+
+
+def test_dask_never_fuses_a_step_into_a_stage_its_side_input_waits_for():
+    """D reads A's stage but its side input comes from C, whose stage waits for A's: D needs a stage of its own."""
+    import dask
+
+    pipeline = beam.Pipeline()
+    a = pipeline | "ca" >> beam.Create([1, 2, 3]) | "A" >> beam.Map(lambda x: x)
+    b = pipeline | "cb" >> beam.Create([10, 20]) | "B" >> beam.Map(lambda x: x)
+    sum_a = a | "sum a" >> beam.CombineGlobally(sum)
+    c = b | "C" >> beam.Map(lambda x, total: x + total, total=beam.pvalue.AsSingleton(sum_a))
+    sum_c = c | "sum c" >> beam.CombineGlobally(sum)
+    _ = a | "D" >> beam.Map(lambda x, total: x * total, total=beam.pvalue.AsSingleton(sum_c))
+    leaves = dict(_translated(pipeline, threads=1).leaves())
+    (d,) = dask.compute(leaves["D"], scheduler="sync")  # a cycle between two stages would raise here
+    assert sorted(d) == [42, 84, 126]
 
 
 def test_dask_refuses_what_it_cannot_run(dask_address):
