@@ -25,6 +25,8 @@ from apache_beam.runners.common import Receiver
 from apache_beam.transforms.window import GlobalWindow, GlobalWindows
 from apache_beam.utils.windowed_value import WindowedValue
 
+from .progress import flush_dask_events
+
 
 def windowed(value: Any) -> WindowedValue:
     return WindowedValue(value, 0, (GlobalWindow(),))
@@ -188,6 +190,7 @@ def run_stage(items: Iterable[Any], layout: Sequence[tuple[dict, tuple[int, Any]
         invoker.invoke_finish_bundle()
     for invoker in invokers:
         invoker.invoke_teardown()
+    flush_dask_events()  # the task's progress reaches the scheduler before the task ends
     return tuple(sinks[export] for export in exports)
 
 
