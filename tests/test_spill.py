@@ -80,3 +80,44 @@ def test_spill_on_s3(s3, s3_filesystem):
     remove_spills(store, "owner-s3", options)
     fs.invalidate_cache()
     assert not fs.find(f"{bucket}/out/.arcoforge/sst.zarr/spill")
+
+
+class LiveValues:
+    """A piece's variable that counts how many of its unpickled copies are alive at once."""
+
+    alive = 0
+    most = 0
+
+    def __init__(self, values):
+        self.values, self.shape, self.size, self.ndim = values, values.shape, values.size, values.ndim
+
+    def __setstate__(self, state):
+        self.__dict__.update(state, unpickled=True)
+        LiveValues.alive += 1
+        LiveValues.most = max(LiveValues.most, LiveValues.alive)
+
+    def __del__(self):
+        if self.__dict__.get("unpickled"):
+            LiveValues.alive -= 1
+
+
+def test_a_write_task_holds_one_section_of_its_pieces_at_once(tmp_path):
+    """A task of many small inputs must not hold every piece while it writes (issue 16: ~18 kB a piece)."""
+    import numpy as np
+
+    from arcoforge.rechunk import TaskGrid, assemble_task
+
+    spill = Spill(f"{tmp_path}/out/s.zarr", "owner-a", new_spill_key())
+    steps = np.arange(40.0)
+    pieces = [((i, 0), {"a": LiveValues(steps[i:i + 1, None]), "b": LiveValues(-steps[i:i + 1, None])}, f"f{i}.nc")
+              for i in range(40)]
+    refs = [spill.put_sections({0: pieces[i:i + 5]})[0] for i in range(0, 40, 5)]  # 8 batches of 5 inputs
+    objects = spill.objects(refs)
+    assert len(objects) == 40 and [p[0] for p in objects] == [p[0] for p in pieces]  # read again each time
+    LiveValues.most = 0
+    grid = TaskGrid(shape=(40, 1), task_shape=(40, 1), unit=(1, 1))
+    written = {name: values.copy() for name, _, values in assemble_task(
+        ("g", (0, 0)), objects, grid, {"a": np.dtype("f8"), "b": np.dtype("f8")})}
+    np.testing.assert_array_equal(written["a"][:, 0], steps)
+    np.testing.assert_array_equal(written["b"][:, 0], -steps)
+    assert LiveValues.most <= 2 * 5 + 2  # one section (two variables a piece), not 80 variables

@@ -23,7 +23,7 @@ manages its memory around the tasks (glibc, netCDF-C's chunk cache, the one
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence, Sized
 from dataclasses import dataclass
 from itertools import product
 
@@ -303,15 +303,22 @@ def assemble_task(
     assembled in the same array, so each ``values`` is only valid until the
     next is asked for. Raises :class:`SchemaError` if the pieces do not cover
     the region exactly, which means an input is missing or was given twice.
+
+    ``pieces`` is gone over once per variable: a sized collection that reads
+    them again each time (:class:`~arcoforge.io.spill.SpilledObjects`) keeps
+    only part of them in memory; an iterator is made a list first.
     """
     region = grid.region(key[1])
     shape = tuple(s.stop - s.start for s in region)
-    pieces = list(pieces)
+    if isinstance(pieces, Iterator) or not isinstance(pieces, Sized):
+        pieces = list(pieces)
     expected = math.prod(shape)
     for name, dtype in dtypes.items():
-        if len(pieces) == 1 and pieces[0][1][name].shape == shape and not hasattr(pieces[0][1][name], "read_into"):
-            yield name, region, _read(pieces[0], name).astype(dtype, copy=False)
-            continue
+        if len(pieces) == 1:
+            (only,) = pieces
+            if only[1][name].shape == shape and not hasattr(only[1][name], "read_into"):
+                yield name, region, _read(only, name).astype(dtype, copy=False)
+                continue
         out = buffer.get(shape, np.dtype(dtype)) if buffer else np.empty(shape, dtype=dtype)
         covered = 0
         for piece in pieces:

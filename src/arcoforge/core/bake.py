@@ -356,8 +356,7 @@ def cut_spilled(ref: SpillRef, bake: BakePlan, spec: StoreSpec) -> list[tuple[tu
 def write_spilled_task(task: tuple[tuple, Iterable[SpillRef]], bake: BakePlan, spec: StoreSpec) -> tuple[int, int]:
     """Write a task whose pieces are in spilled sections; returns the bytes written and the pieces read."""
     key, refs = task
-    spill = spec.spill
-    pieces = [piece for ref in refs for piece in spill.get(ref)]
+    pieces = spec.spill.objects(refs)  # read section by section, once per variable: not all held at once
     return write_task((key, pieces), bake), len(pieces)
 
 

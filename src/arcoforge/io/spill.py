@@ -30,7 +30,7 @@ import pickle
 import socket
 import time
 import uuid
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,6 +107,31 @@ class Spill:
         """The objects of one section (an error if it was changed: the key authenticates it)."""
         blob = self.fs.cat_file(ref.path, start=ref.start, end=ref.stop)
         return pickle.loads(self._cipher.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], None))
+
+    def objects(self, refs: Iterable[SpillRef]) -> "SpilledObjects":
+        """The objects of several sections, as a collection read again each time it is iterated."""
+        return SpilledObjects(self, tuple(refs))
+
+
+@dataclass(frozen=True)
+class SpilledObjects:
+    """The objects of some sections of a spill, read section by section each time they are iterated.
+
+    A write task goes over its pieces once per variable. Holding them all at
+    once cost ~18 kB a piece (a task of 4,096 one-step inputs: ~75 MB of open
+    stores and lazy arrays); read again, one section (a batch's pieces) is in
+    memory at a time, for a decryption and unpickling more per variable.
+    """
+
+    spill: Spill
+    refs: tuple[SpillRef, ...]
+
+    def __len__(self) -> int:
+        return sum(ref.count for ref in self.refs)
+
+    def __iter__(self) -> Iterator[Any]:
+        for ref in self.refs:
+            yield from self.spill.get(ref)
 
 
 def remove_spills(store_url: str, owner: str, storage_options: Mapping[str, Any] | None = None,
