@@ -15,7 +15,6 @@ import logging
 import os
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -84,7 +83,9 @@ def checkout_feedstock(repo: str, ref: str | None = None, subfolder: str | None 
         raise RecipeError("bake --repo needs the git command, which is not installed")
     from .io.redaction import public_url, register_secrets, url_secrets
 
-    scratch = tempfile.mkdtemp(prefix="arcoforge-feedstock-")
+    from .scratch import scratch_dir
+
+    scratch = scratch_dir("feedstock")  # named after this process: swept if it is killed
     folder = Path(scratch) / "repo"
     register_secrets(url_secrets(repo))  # a token in the URL never reaches a log line
     try:

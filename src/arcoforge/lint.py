@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -203,12 +202,13 @@ def lint_recipe(ref: RecipeRef) -> list[Problem]:
     from .runtime.context import use_runtime_defaults
     from .runtime.injection import recipe_steps
     from .runtime.runners import local_runner
+    from .scratch import scratch_folder
     from .transforms import StoreToZarr
 
     where = f"{ref.file}: recipe {ref.id!r}"
     problems: list[Problem] = []
     options_error: StoreOptionsError | None = None
-    with tempfile.TemporaryDirectory(prefix="arcoforge-lint-") as scratch, \
+    with scratch_folder("lint") as scratch, \
             use_runtime_defaults(target_root=scratch):
         pipeline = beam.Pipeline(runner=local_runner())
         try:
