@@ -36,12 +36,13 @@ def recipe_stores(ref: Any, target_root: str = "") -> list[dict[str, str]]:
 
     from .bake import store_steps
     from .runtime.context import use_runtime_defaults
-    from .runtime.runners import local_runner
+    from .runtime.runners import discard_unrun, local_runner
     from .stac import collection_id_for
 
     placeholder = "arcoforge-expand-meta:"  # stands for "the target root", where none is given
     with use_runtime_defaults(target_root=target_root or placeholder):
         pipeline = beam.Pipeline(runner=local_runner())
+        discard_unrun(pipeline)  # only built, to be looked at
         try:
             _ = pipeline | ref.transform
         except Exception as error:

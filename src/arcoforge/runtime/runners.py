@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import shlex
+import shutil
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -64,6 +65,18 @@ def local_runner(num_workers: int = 1) -> beam.runners.PipelineRunner:
     return FnApiRunner(
         default_environment=environments.SubprocessSDKEnvironment.from_command_string(command_string=command)
     )
+
+
+def discard_unrun(pipeline: beam.Pipeline) -> None:
+    """Remove the temporary folder Beam made for ``pipeline``, which is built but will not run.
+
+    Beam makes one (``beam-pipeline-temp…``) for every Pipeline and removes it
+    only at the end of ``run()``: linting, listing stores and dry runs left one
+    in the temporary folder each.
+    """
+    folder = getattr(pipeline, "local_tempdir", None)
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def quiet_beam_logging(debug: bool = False) -> None:
