@@ -157,3 +157,19 @@ def test_cached_inputs_are_opened_in_place_and_never_removed(served, private_tmp
         ds.close()
     cached = sorted(p.name for p in tmp_path.glob("*/**/*.nc"))
     assert cached == ["d0.nc", "d1.nc"]
+
+
+def test_downloads_into_a_cache_on_s3_leave_nothing_behind(served, s3, private_tmp):
+    server, urls, paths = served
+    options, bucket = s3
+    cache = InputCache(root=f"s3://{bucket}/cache", storage_options=options)
+    source = prepare_input(urls[0], cache=cache, retry=FAST)  # downloaded here, then uploaded
+    assert copies(private_tmp) == []
+    ds = open_with_xarray(source, "netcdf4", copy_to_local=True)  # a copy of the S3 entry
+    assert len(copies(private_tmp)) == 1
+    xr.testing.assert_equal(ds.load(), xr.open_dataset(paths[0], engine="h5netcdf").load())
+    ds.close()
+    server.fail("d1.nc", "truncate", "truncate")  # every try fails
+    with pytest.raises(InputError, match="d1.nc"):
+        prepare_input(urls[1], cache=cache, retry=FAST)
+    assert copies(private_tmp) == []
