@@ -99,8 +99,12 @@ def run_local(recipe: beam.PTransform, num_workers: int = 1, **options: Any) -> 
 
     with use_runtime_defaults(num_workers=num_workers) as context:
         pipeline = beam.Pipeline(runner=local_runner(num_workers), options=local_pipeline_options(num_workers, **options))
-        _ = pipeline | inject(recipe, context)
-        compact_creates(pipeline)
+        try:
+            _ = pipeline | inject(recipe, context)
+            compact_creates(pipeline)
+        except BaseException:
+            discard_unrun(pipeline)  # a recipe that fails to build
+            raise
     result = pipeline.run()
     result.wait_until_finish()
     return result
