@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import pickle
 
 import apache_beam as beam
 from apache_beam.testing.util import assert_that, equal_to
 
 from arcoforge import pattern_from_file_sequence
-from arcoforge.beam.create import MIN_VALUES, CompactCreate, compact_creates
+from arcoforge.beam.create import MIN_VALUES, CompactCreate, CompactValues, compact_creates
 from arcoforge.runtime.runners import local_runner
 
 
@@ -40,3 +41,35 @@ def test_large_creates_become_compact_and_give_the_same_elements():
 def test_compact_create_alone():
     with beam.Pipeline() as pipeline:
         assert_that(pipeline | CompactCreate(list(range(700))), equal_to(list(range(700))))
+
+
+def _encoded_lists(n: int) -> list:
+    gc.collect()
+    return [o for o in gc.get_objects() if isinstance(o, list) and len(o) == n and isinstance(o[0], bytes)]
+
+
+def test_replaced_creates_let_go_of_their_encoded_values():
+    """Beam's Create encodes every value when applied; once replaced, nothing may keep that copy (issue 16)."""
+    items = _items(MIN_VALUES + 123)  # a length no other test's Create has
+    create = beam.Create(items)
+    first = beam.Pipeline(runner=local_runner(1))
+    _ = first | "Inputs" >> create
+    assert len(_encoded_lists(len(items))) == 1  # Create.expand's copy, while the Create is in the pipeline
+    compact_creates(first)
+    assert _encoded_lists(len(items)) == []
+    assert isinstance(create.values, CompactValues) and list(create.values) == items
+    assert len(pickle.dumps(create.values)) < 40 * len(items)  # ~370 bytes an item as objects
+    assert list(pickle.loads(pickle.dumps(create)).values) == items  # Beam pickles a Create value by value
+    first.run().wait_until_finish()
+
+
+def test_dataflow_checks_see_the_inputs_of_compact_creates():
+    """A Dataflow bake refuses local inputs: the check must read them after the Creates are compact."""
+    from arcoforge.bake import _pattern_inputs, _pattern_urls
+
+    items = _items(MIN_VALUES + 1)
+    pipeline = beam.Pipeline()
+    _ = pipeline | beam.Create(items)
+    compact_creates(pipeline)
+    assert _pattern_urls(pipeline) == [url for _, url in items]
+    assert _pattern_inputs(pipeline) == len(items)

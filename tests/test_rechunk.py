@@ -212,3 +212,41 @@ def test_the_coordinating_process_hands_memory_freed_inside_its_heap_back():
 
     assert returned_mib("keep") < 20
     assert returned_mib("trim") > 150
+
+
+FREED_AFTER_A_LARGER_BLOCK = """
+import ctypes, sys
+from arcoforge.runtime.memory import limit_coordinator_heaps
+
+def rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+if sys.argv[1] == "limit":
+    assert limit_coordinator_heaps()
+libc.free(libc.malloc(24 * 2**20))  # glibc raises its mmap threshold to the size of this freed block
+blocks = [libc.malloc(2 * 2**20) for _ in range(40)]  # a stage output or a side input of a few MB
+for block in blocks:
+    ctypes.memset(block, 1, 2 * 2**20)
+keep = libc.malloc(2 * 2**20)  # one more, kept: on a heap, nothing below it is trimmed from the top
+ctypes.memset(keep, 1, 2 * 2**20)
+before = rss()
+for block in blocks:
+    libc.free(block)
+print((before - rss()) // 2**20)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is glibc's")
+def test_the_coordinating_process_returns_blocks_of_megabytes_when_they_are_freed():
+    """Side inputs and stage outputs of a few MB must not fragment the runner's heaps (issue 16)."""
+    def returned_mib(mode: str) -> int:
+        done = subprocess.run([sys.executable, "-c", FREED_AFTER_A_LARGER_BLOCK, mode], capture_output=True,
+                              text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}, check=True)
+        return int(done.stdout)
+
+    assert returned_mib("default") < 10
+    assert returned_mib("limit") > 70

@@ -400,25 +400,27 @@ def _run(pipeline: Any, runner: str, flink: dict | None) -> Any:
 
 
 def _pattern_urls(pipeline: Any) -> list[str]:
-    """The URLs of the ``(Index, url)`` inputs of the pipeline's ``beam.Create`` steps."""
+    """The URLs of the ``(Index, url)`` inputs of the pipeline's ``beam.Create`` steps (compact ones too)."""
     import apache_beam as beam
 
+    from .beam.create import CompactCreate
     from .feedstock import is_pattern_item
     from .lint import built_transforms
 
-    return [str(value[1]) for t in built_transforms(pipeline)
-            if type(t) is beam.Create and t.values and all(map(is_pattern_item, t.values)) for value in t.values]
+    return [str(value[1]) for t in built_transforms(pipeline) if type(t) in (beam.Create, CompactCreate)
+            and t.values and all(map(is_pattern_item, t.values)) for value in t.values]
 
 
 def _pattern_inputs(pipeline: Any) -> int | None:
-    """How many ``(Index, url)`` inputs the pipeline's ``beam.Create`` steps hold, if it has any."""
+    """How many ``(Index, url)`` inputs the pipeline's ``beam.Create`` steps hold (compact ones too), if any."""
     import apache_beam as beam
 
+    from .beam.create import CompactCreate
     from .feedstock import is_pattern_item
     from .lint import built_transforms
 
-    creates = [t for t in built_transforms(pipeline)
-               if type(t) is beam.Create and t.values and all(map(is_pattern_item, t.values))]
+    creates = [t for t in built_transforms(pipeline) if type(t) in (beam.Create, CompactCreate)
+               and t.values and all(map(is_pattern_item, t.values))]
     return sum(len(t.values) for t in creates) if creates else None
 
 
