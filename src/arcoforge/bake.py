@@ -202,7 +202,7 @@ def _bake_recipe(ref: Any, config: Any, events: Events, *, prune: int | None, dr
     from .runtime.progress import ProgressReporter
     from .runtime.context import use_runtime_defaults
     from .runtime.injection import inject, installed_injection_specs
-    from .runtime.runners import choose_runner, discard_unrun
+    from .runtime.runners import choose_runner, discard_unrun, own_tempdir
     from .stac import provenance, write_store_collection
     from .names import safe_relative_path
     from .scratch import scratch_folder
@@ -238,10 +238,10 @@ def _bake_recipe(ref: Any, config: Any, events: Events, *, prune: int | None, dr
         )))
         hooked = pruned_recipe(ref, prune) if prune else None
         try:
-            pipeline = beam.Pipeline(runner=choice.runner, options=choice.options)
+            pipeline = own_tempdir(beam.Pipeline(runner=choice.runner, options=choice.options))
         except ValueError as error:  # Beam's own check of the options (project id, locations...)
             raise RecipeError(f"{choice.name} options are not valid: {' '.join(str(error).split())}") from None
-        stack.callback(discard_unrun, pipeline)  # run() removes Beam's folder; a dry run or a failed build does not
+        stack.callback(discard_unrun, pipeline)  # run() removes its folder; a dry run or a failed build does not
         _ = pipeline | inject(hooked or ref.transform, context, installed_injection_specs())
         if prune and hooked is None:
             pruned = prune_pipeline(pipeline, prune, f"recipe {ref.id!r}")

@@ -26,6 +26,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from ..errors import InfrastructureError, RecipeError
+from ..scratch import scratch_dir
 from .context import use_runtime_defaults
 from .pipeline_options import (
     check_beam_options,
@@ -79,6 +80,18 @@ def discard_unrun(pipeline: beam.Pipeline) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def own_tempdir(pipeline: beam.Pipeline) -> beam.Pipeline:
+    """``pipeline`` with a temporary folder named after this process instead of Beam's ``beam-pipeline-temp…``.
+
+    Beam removes it at the end of ``run()``; a bake killed before that left
+    Beam's behind for ever (24 after the crash-safety tests), while this one is
+    swept by the next bake (see :mod:`arcoforge.scratch`).
+    """
+    discard_unrun(pipeline)
+    pipeline.local_tempdir = scratch_dir("beam")
+    return pipeline
+
+
 def quiet_beam_logging(debug: bool = False) -> None:
     """Keep Beam's own chatter (worker start-up, gRPC) out of a bake's log.
 
@@ -98,7 +111,8 @@ def run_local(recipe: beam.PTransform, num_workers: int = 1, **options: Any) -> 
     from .injection import inject
 
     with use_runtime_defaults(num_workers=num_workers) as context:
-        pipeline = beam.Pipeline(runner=local_runner(num_workers), options=local_pipeline_options(num_workers, **options))
+        pipeline = own_tempdir(beam.Pipeline(runner=local_runner(num_workers),
+                                             options=local_pipeline_options(num_workers, **options)))
         try:
             _ = pipeline | inject(recipe, context)
             compact_creates(pipeline)
