@@ -47,9 +47,9 @@ from ..scratch import remove_stale, scratch_dir
 from .process import exit_now
 
 # A socket's path has at most 107 bytes (Linux; 103 on macOS): the workers' folder name (with its maker,
-# see arcoforge.scratch) and the longest socket name must fit after the temporary folder's path.
+# see arcoforge.scratch) and the longest socket name, as claimed, must fit after the temporary folder's path.
 _MAX_SOCKET = 103
-_LONGEST_NAME = "4194304.18446744073.abcdef-abcdefgh/warm-99.sock"
+_LONGEST_NAME = "4194304.18446744073.abcdef-abcdefgh/warm-99.sock.claimed-4194304"
 # What ``python -m`` runs in a worker process; the runner's worker command names it too.
 WORKER_MODULE = "arcoforge.runtime.workers"
 NOISY = ("apache_beam.runners.common", "apache_beam.runners.worker", "__main__", "apache_beam.runners.worker.sdk_worker_main")
