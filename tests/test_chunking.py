@@ -19,7 +19,7 @@ import numpy as np
 
 def make_schema(time_lengths=(12, 12, 12), nlat=10) -> DatasetSchema:
     total = sum(time_lengths)
-    offsets = list(np.concatenate([[0], np.cumsum(time_lengths)[:-1]]).astype(int))
+    offsets = np.concatenate([[0], np.cumsum(time_lengths)[:-1]]).astype(np.int64)
     variables = {
         "tas": VariableSchema("tas", ("time", "lat"), (total, nlat), np.dtype("f4"), {}, {}, False),
         "time": VariableSchema("time", ("time",), (total,), np.dtype("M8[ns]"), {}, {}, True),
@@ -28,7 +28,7 @@ def make_schema(time_lengths=(12, 12, 12), nlat=10) -> DatasetSchema:
     }
     return DatasetSchema(
         dims={"time": total, "lat": nlat, "bnds": 2}, variables=variables, attrs={},
-        concat_dims=("time",), merge_dims=(), offsets={"time": offsets}, lengths={"time": list(time_lengths)},
+        concat_dims=("time",), merge_dims=(), offsets={"time": offsets}, lengths={"time": np.array(time_lengths, dtype=np.int64)},
         concat_coords={}, merge_sources={}, n_inputs=len(time_lengths),
     )
 

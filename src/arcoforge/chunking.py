@@ -134,7 +134,7 @@ def resolve_target_chunks(schema: "DatasetSchema", target_chunks: TargetChunks) 
             if dim in target_chunks or dim not in schema.concat_dims:
                 chunks[dim] = max(size, 1)
             else:
-                chunks[dim] = max(min(schema.lengths[dim][0], size), 1)
+                chunks[dim] = max(min(int(schema.lengths[dim][0]), size), 1)
             continue
         if isinstance(requested, bool) or not isinstance(requested, (int, np.integer)) or requested < 1:
             raise RecipeError(

@@ -197,14 +197,14 @@ def combine_schemas(
             f"{pool.name(row)} is keyed by dimensions {sorted(names[pool.layout_ids()[row]])}, "
             f"but StoreToZarr was given combine_dims {sorted(known)}"
         )
-    offsets: dict[str, list[int]] = {}
-    lengths: dict[str, list[int]] = {}
+    offsets: dict[str, np.ndarray] = {}
+    lengths: dict[str, np.ndarray] = {}
     concat_coords: dict[str, np.ndarray] = {}
     for dim in concat_dims:
         references = _concat_references(pool, order, dim, dict(nitems_per_file or {}).get(dim),
                                         first_positions.get(dim, 0))
-        lengths[dim] = [pool.dims(row)[dim] for row in references.tolist()]
-        offsets[dim] = list(np.concatenate([[0], np.cumsum(lengths[dim])[:-1]]).astype(int).tolist())
+        lengths[dim] = np.array([pool.dims(row)[dim] for row in references.tolist()], dtype=np.int64)
+        offsets[dim] = np.concatenate([[0], np.cumsum(lengths[dim])[:-1]]).astype(np.int64)
         if (pool.coordinate_lengths(dim)[references] != -1).all():
             concat_coords[dim] = pool.gather_coordinate(dim, references)
     dims = _sizes(pool, order, concat_dims, lengths)
@@ -262,9 +262,9 @@ def _concat_references(pool: SchemaPool, order: np.ndarray, dim: str, expected: 
 
 
 def _sizes(pool: SchemaPool, order: np.ndarray, concat_dims: tuple[str, ...],
-           lengths: dict[str, list[int]]) -> dict[str, int]:
+           lengths: dict[str, np.ndarray]) -> dict[str, int]:
     """The store's size along each dimension: concat dimensions add up, every other one must agree."""
-    dims: dict[str, int] = {dim: int(sum(lengths[dim])) for dim in concat_dims}
+    dims: dict[str, int] = {dim: int(lengths[dim].sum()) for dim in concat_dims}
     owner_of: dict[str, int] = {}
     for row in first_rows(pool.dims_ids(), order).tolist():
         for dim, size in pool.dims(row).items():

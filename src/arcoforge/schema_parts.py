@@ -58,10 +58,10 @@ class DatasetSchema:
     attrs: dict[str, Any]
     concat_dims: tuple[str, ...]
     merge_dims: tuple[str, ...]
-    # offset along each concat dim, per position along that dim
-    offsets: dict[str, list[int]]
-    # length along each concat dim, per position along that dim
-    lengths: dict[str, list[int]]
+    # offset along each concat dim, per position along that dim (int64: 8 bytes an input, not a list of ints)
+    offsets: dict[str, np.ndarray]
+    # length along each concat dim, per position along that dim (int64)
+    lengths: dict[str, np.ndarray]
     # full values of 1-D coordinates along concat dims
     concat_coords: dict[str, np.ndarray]
     # for each variable, the merge positions of the inputs that write it
@@ -80,13 +80,13 @@ class DatasetSchema:
     def input_offsets(self, index: Index) -> dict[str, int]:
         """Element offset of an input along each concat dimension."""
         return {
-            dim: self.offset_base.get(dim, 0) + self.offsets[dim][self._position(index, dim)]
+            dim: self.offset_base.get(dim, 0) + int(self.offsets[dim][self._position(index, dim)])
             for dim in self.concat_dims
         }
 
     def input_lengths(self, index: Index) -> dict[str, int]:
         """Length of an input along each concat dimension."""
-        return {dim: self.lengths[dim][self._position(index, dim)] for dim in self.concat_dims}
+        return {dim: int(self.lengths[dim][self._position(index, dim)]) for dim in self.concat_dims}
 
     def includes(self, index: Index) -> bool:
         """Whether the input at ``index`` is one this schema was combined from (appends skip older ones)."""

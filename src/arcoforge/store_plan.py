@@ -186,8 +186,8 @@ def plan_store(
                 max(working_bytes_per_element(schema.variables[name]) for name in members),
                 max_mem_bytes,
                 # the shortest input along each concat axis: how many pieces a task gathers
-                {axis: min(schema.lengths[dim], default=1) for axis, dim in enumerate(variable.dims)
-                 if dim in schema.lengths},
+                {axis: int(schema.lengths[dim].min()) if len(schema.lengths[dim]) else 1
+                 for axis, dim in enumerate(variable.dims) if dim in schema.lengths},
                 max_pieces_per_task,
             )
             if origin:
@@ -310,7 +310,7 @@ def plan_description(plan: "StorePlan") -> dict[str, Any]:
         "groups": plan.groups,
         "zarr_encoding": repr(sorted(plan.zarr_encoding.items())),
         "inputs": schema.urls,
-        "lengths": schema.lengths,
+        "lengths": {dim: lengths.tolist() for dim, lengths in schema.lengths.items()},
         "attrs": repr(sorted((k, v) for k, v in plan.attrs.items() if not str(k).startswith("arcoforge_"))),
         # a rerun after a skipped input was fixed must write that input, not resume past it
         "skipped": repr(schema.attrs.get("arcoforge_skipped_inputs")),
