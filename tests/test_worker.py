@@ -73,6 +73,7 @@ def test_a_warm_worker_that_died_is_passed_over(tmp_path, daily_archive, dead):
 def test_unclaimed_warm_workers_stop_with_the_bake():
     with WarmWorkers(3) as warm:
         assert WarmWorkers.active_folder() == warm.folder
+        assert os.path.basename(warm.folder).startswith(f"arcoforge-workers-{os.getpid()}.")  # swept once it is gone
         workers = all_workers(warm, 3)
         assert len({worker.pid for worker in workers}) == 3
     assert WarmWorkers.active_folder() is None
@@ -95,14 +96,14 @@ def test_the_command_starts_as_many_warm_workers_as_its_flags_ask_for(argv, want
     assert _local_workers_wanted(argv) == wanted
 
 
-def test_socket_folders_of_killed_bakes_are_removed_once_stale(tmp_path, monkeypatch):
-    from arcoforge.runtime.workers import remove_stale_worker_folders
-
+def test_socket_folders_are_named_after_their_bake_and_a_long_temp_path_means_cold_workers(tmp_path, monkeypatch):
+    # Killed bakes' folders are swept by their names (tests/test_scratch.py); a socket's path has ~100 bytes.
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    stale, fresh = tmp_path / "arcoforge-workers-old", tmp_path / "arcoforge-workers-new"
-    for folder in (stale, fresh):
-        folder.mkdir()
-        (folder / "warm-0.sock.claimed-1").touch()
-    os.utime(stale, (time.time() - 7200, time.time() - 7200))
-    remove_stale_worker_folders()
-    assert not stale.exists() and fresh.exists()
+    with WarmWorkers(0) as none:
+        assert none.folder is None
+    long = tmp_path / ("x" * (100 - len(str(tmp_path))))
+    long.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(long))
+    with WarmWorkers(2) as cold:
+        assert cold.count == 0 and cold.folder is None and WarmWorkers.active_folder() is None
+    assert list(long.iterdir()) == []

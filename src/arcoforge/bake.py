@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,6 +154,9 @@ def bake(
     ).resolved()
     events = events or Events()
     report = report if report is not None else BakeReport(str(recipe_file))
+    from .scratch import remove_stale
+
+    remove_stale()  # what bakes killed on this host left in the temporary folder (progress folders, copies)
     feedstock, recipes = load_recipes(str(recipe_file), recipe_id)
     report.feedstock = feedstock.name if feedstock else None
     if feedstock is not None and metadata is None:
@@ -200,9 +202,10 @@ def _bake_recipe(ref: Any, config: Any, events: Events, *, prune: int | None, dr
     from .runtime.progress import ProgressReporter
     from .runtime.context import use_runtime_defaults
     from .runtime.injection import inject, installed_injection_specs
-    from .runtime.runners import choose_runner
+    from .runtime.runners import choose_runner, discard_unrun, own_tempdir
     from .stac import provenance, write_store_collection
     from .names import safe_relative_path
+    from .scratch import scratch_folder
     from .io.state import StoreState, new_owner
 
     safe_relative_path(ref.id, "recipe id", single_segment=True)  # it names a STAC folder
@@ -224,7 +227,7 @@ def _bake_recipe(ref: Any, config: Any, events: Events, *, prune: int | None, dr
             dask=config.dask, dataflow=config.dataflow, flink=config.flink, job_name=job_name, dry_run=dry_run,
         ))
         progress_dir = choice.progress_address or (
-            stack.enter_context(tempfile.TemporaryDirectory(prefix="arcoforge-progress-")) if choice.local else None)
+            stack.enter_context(scratch_folder("progress")) if choice.local else None)
         context = stack.enter_context(use_runtime_defaults(**_runtime_values(
             target_root=config.target_root, storage_options=config.target_storage_options or None,
             num_workers=choice.num_workers, max_mem=config.max_mem, progress_dir=progress_dir,
@@ -235,9 +238,10 @@ def _bake_recipe(ref: Any, config: Any, events: Events, *, prune: int | None, dr
         )))
         hooked = pruned_recipe(ref, prune) if prune else None
         try:
-            pipeline = beam.Pipeline(runner=choice.runner, options=choice.options)
+            pipeline = own_tempdir(beam.Pipeline(runner=choice.runner, options=choice.options))
         except ValueError as error:  # Beam's own check of the options (project id, locations...)
             raise RecipeError(f"{choice.name} options are not valid: {' '.join(str(error).split())}") from None
+        stack.callback(discard_unrun, pipeline)  # run() removes its folder; a dry run or a failed build does not
         _ = pipeline | inject(hooked or ref.transform, context, installed_injection_specs())
         if prune and hooked is None:
             pruned = prune_pipeline(pipeline, prune, f"recipe {ref.id!r}")

@@ -15,7 +15,6 @@ import logging
 import os
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,12 +36,13 @@ def recipe_stores(ref: Any, target_root: str = "") -> list[dict[str, str]]:
 
     from .bake import store_steps
     from .runtime.context import use_runtime_defaults
-    from .runtime.runners import local_runner
+    from .runtime.runners import discard_unrun, local_runner
     from .stac import collection_id_for
 
     placeholder = "arcoforge-expand-meta:"  # stands for "the target root", where none is given
     with use_runtime_defaults(target_root=target_root or placeholder):
         pipeline = beam.Pipeline(runner=local_runner())
+        discard_unrun(pipeline)  # only built, to be looked at
         try:
             _ = pipeline | ref.transform
         except Exception as error:
@@ -84,7 +84,9 @@ def checkout_feedstock(repo: str, ref: str | None = None, subfolder: str | None 
         raise RecipeError("bake --repo needs the git command, which is not installed")
     from .io.redaction import public_url, register_secrets, url_secrets
 
-    scratch = tempfile.mkdtemp(prefix="arcoforge-feedstock-")
+    from .scratch import scratch_dir
+
+    scratch = scratch_dir("feedstock")  # named after this process: swept if it is killed
     folder = Path(scratch) / "repo"
     register_secrets(url_secrets(repo))  # a token in the URL never reaches a log line
     try:

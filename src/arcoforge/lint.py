@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,15 +201,17 @@ def lint_recipe(ref: RecipeRef) -> list[Problem]:
     from .core.options import StoreOptionsError
     from .runtime.context import use_runtime_defaults
     from .runtime.injection import recipe_steps
-    from .runtime.runners import local_runner
+    from .runtime.runners import discard_unrun, local_runner
+    from .scratch import scratch_folder
     from .transforms import StoreToZarr
 
     where = f"{ref.file}: recipe {ref.id!r}"
     problems: list[Problem] = []
     options_error: StoreOptionsError | None = None
-    with tempfile.TemporaryDirectory(prefix="arcoforge-lint-") as scratch, \
+    with scratch_folder("lint") as scratch, \
             use_runtime_defaults(target_root=scratch):
         pipeline = beam.Pipeline(runner=local_runner())
+        discard_unrun(pipeline)  # only built and serialized, never run
         try:
             _ = pipeline | ref.transform
         except StoreOptionsError as error:  # reported below, one problem at a time, from the same checks

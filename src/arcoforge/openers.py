@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import tempfile
 from typing import Any
 
 import fsspec
@@ -45,6 +43,7 @@ from .io import (
     secret_values,
     split_open_kwargs,
 )
+from .io.local_copy import LocalCopy, keep_with, new_copy, release
 
 logger = logging.getLogger(__name__)
 
@@ -239,32 +238,26 @@ def is_file_object(source: Any) -> bool:
         getattr(source, "seek", None))
 
 
-def _copy_to_local(source: Any) -> str:
-    """A local path holding the input: its cache entry when local, else a temporary copy.
+def _local_copy(source: Any) -> tuple[str, LocalCopy | None]:
+    """A local path holding the input: its cache entry when local, else a temporary copy (and the copy).
 
-    ``source`` is a :class:`~arcoforge.io.RemoteInput`, an fsspec OpenFile or an opened file.
+    ``source`` is a :class:`~arcoforge.io.RemoteInput`, an fsspec OpenFile or an
+    opened file. A cache entry is the cache's, never removed here; a copy belongs
+    to the Dataset opened from it (see :mod:`arcoforge.io.local_copy`).
     """
     if isinstance(source, RemoteInput):
         if source.cache is not None:
             entry = source.fetch()
             if entry.local:
-                return entry.path
-        suffix = os.path.splitext(source.name.split("?", 1)[0])[1]
-        opened: Any = source.open()
+                return entry.path, None
+        name = source.name
     elif isinstance(source, fsspec.core.OpenFile):
-        suffix = os.path.splitext(source.path)[1]
-        opened = source
-    else:  # an opened file: copy from its start, leave it open for its owner
-        suffix = os.path.splitext(_source_name(source).split("?", 1)[0])[1]
-        source.seek(0)
-        handle, path = tempfile.mkstemp(prefix="arcoforge-", suffix=suffix)
-        with os.fdopen(handle, "wb") as out:
-            shutil.copyfileobj(source, out, length=16 * 2**20)
-        return path
-    handle, path = tempfile.mkstemp(prefix="arcoforge-", suffix=suffix)
-    with os.fdopen(handle, "wb") as out, opened as remote:
-        shutil.copyfileobj(remote, out, length=16 * 2**20)
-    return path
+        name = source.path
+    else:
+        name = _source_name(source)
+    copy = new_copy(source, suffix=os.path.splitext(name.split("?", 1)[0])[1])
+    assert copy.path is not None
+    return copy.path, copy
 
 
 def open_with_xarray(
@@ -292,23 +285,30 @@ def open_with_xarray(
     if engine == "h5netcdf" and file_type == FileType.hdf5:
         kwargs.setdefault("phony_dims", "sort")
     name = _source_name(source)
+    target: Any = None
+    copy: LocalCopy | None = None  # a temporary copy no Dataset has taken yet
+    opened: xr.Dataset | None = None
     try:
-        if isinstance(source, (fsspec.core.OpenFile, RemoteInput)):
+        if isinstance(source, (fsspec.core.OpenFile, RemoteInput)) or is_file_object(source):
             if copy_to_local or engine in ("netcdf4",):
-                target: Any = _copy_to_local(source)
+                target, copy = _local_copy(source)
+            elif is_file_object(source):
+                target = source
             else:
                 target = source.open()
                 if file_type in (FileType.netcdf4, FileType.netcdf3, FileType.hdf5, FileType.unknown):
                     check_file_signature(target, name, index, file_type)
-        elif is_file_object(source):
-            target = _copy_to_local(source) if copy_to_local or engine in ("netcdf4",) else source
         else:
             target = str(source)
-        ds = xr.open_dataset(target, engine=engine, chunks=None, **kwargs)
+        ds = opened = xr.open_dataset(target, engine=engine, chunks=None, **kwargs)
+        if copy is not None:
+            keep_with(ds, copy)  # the copy is removed once the dataset's file manager lets go of it
+            copy = None
         check_not_only_groups(ds, target, index, name, kwargs)
         if load:
             ds = ds.load()
             ds.close()
+        opened = None
     except InputError:
         raise
     except FileNotFoundError as error:
@@ -322,5 +322,10 @@ def open_with_xarray(
             f"(engine {'netcdf4' if engine is not None and not isinstance(engine, str) else engine or 'auto'}): "
             f"{type(error).__name__}: {error}"
         )) from error
+    finally:
+        if opened is not None:  # opened, then refused
+            opened.close()
+        if copy is not None:  # copied, then not opened
+            release(copy)
     ds.encoding["source"] = name
     return ds

@@ -30,6 +30,7 @@ from typing import Any
 import fsspec
 
 from ..errors import InfrastructureError, RecipeError, describe_input
+from ..scratch import scratch_file
 from .atomic import write_atomically
 from .filesystems import filesystem, protocol_of
 from .redaction import public_url, redact
@@ -156,7 +157,7 @@ class InputCache:
             _, folder = self.folder(name, compression)
             os.makedirs(folder, exist_ok=True)
             return os.path.join(folder, f".partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-        handle, path = tempfile.mkstemp(prefix="arcoforge-download-")
+        handle, path = scratch_file("download")  # named after this process: swept if it is killed
         os.close(handle)
         return path
 

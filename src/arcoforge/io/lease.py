@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..errors import InfrastructureError
+from ..scratch import process_alive, process_start
 from .atomic import temporary_name, write_json_atomically
 
 logger = logging.getLogger(__name__)
@@ -56,33 +57,6 @@ def _now() -> dt.datetime:
 def heartbeat_interval(ttl: float) -> float:
     """Seconds between renewals for a lease living ``ttl`` seconds: 5 s, or a quarter of a short TTL."""
     return max(0.05, min(MAX_HEARTBEAT, ttl / 4))
-
-
-def process_start(pid: int) -> str | None:
-    """When process ``pid`` started (clock ticks since boot, Linux), to tell a reused pid; ``None`` elsewhere."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-        return fields[19]  # field 22 of stat(5), counted after the command name
-    except (OSError, IndexError):
-        return None
-
-
-def process_alive(pid: int, started: str | None = None) -> bool:
-    """Whether process ``pid`` of this host still runs (and, given ``started``, is the same process)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
-                return False  # killed, waiting for its parent to reap it
-    except (OSError, IndexError):
-        pass
-    return started is None or process_start(pid) in (None, started)
 
 
 def new_lease(owner: str, ttl: float, now: dt.datetime | None = None) -> dict[str, Any]:

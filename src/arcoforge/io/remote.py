@@ -11,6 +11,7 @@ two threads never download the same input at once.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -131,8 +132,12 @@ class RemoteInput:
         except Exception as error:
             raise self.failure(error) from None
         local = manifest.pop("_local")
-        entry = self.cache.commit(self.name, self.compression, local, cached_file_name(self.url, self.compression),
-                                  manifest)
+        try:
+            entry = self.cache.commit(self.name, self.compression, local,
+                                      cached_file_name(self.url, self.compression), manifest)
+        finally:  # moved into a local cache; uploaded to another, or failed: not needed any more
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(local)
         logger.info("fetched %s (%.1f MiB in %.1f s)", self.name, manifest["source_size"] / 2**20,
                     time.monotonic() - started)
         return entry

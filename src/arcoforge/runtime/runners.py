@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import shlex
+import shutil
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from ..errors import InfrastructureError, RecipeError
+from ..scratch import scratch_dir
 from .context import use_runtime_defaults
 from .pipeline_options import (
     check_beam_options,
@@ -66,6 +68,30 @@ def local_runner(num_workers: int = 1) -> beam.runners.PipelineRunner:
     )
 
 
+def discard_unrun(pipeline: beam.Pipeline) -> None:
+    """Remove the temporary folder Beam made for ``pipeline``, which is built but will not run.
+
+    Beam makes one (``beam-pipeline-temp…``) for every Pipeline and removes it
+    only at the end of ``run()``: linting, listing stores and dry runs left one
+    in the temporary folder each.
+    """
+    folder = getattr(pipeline, "local_tempdir", None)
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def own_tempdir(pipeline: beam.Pipeline) -> beam.Pipeline:
+    """``pipeline`` with a temporary folder named after this process instead of Beam's ``beam-pipeline-temp…``.
+
+    Beam removes it at the end of ``run()``; a bake killed before that left
+    Beam's behind for ever (24 after the crash-safety tests), while this one is
+    swept by the next bake (see :mod:`arcoforge.scratch`).
+    """
+    discard_unrun(pipeline)
+    pipeline.local_tempdir = scratch_dir("beam")
+    return pipeline
+
+
 def quiet_beam_logging(debug: bool = False) -> None:
     """Keep Beam's own chatter (worker start-up, gRPC) out of a bake's log.
 
@@ -85,9 +111,14 @@ def run_local(recipe: beam.PTransform, num_workers: int = 1, **options: Any) -> 
     from .injection import inject
 
     with use_runtime_defaults(num_workers=num_workers) as context:
-        pipeline = beam.Pipeline(runner=local_runner(num_workers), options=local_pipeline_options(num_workers, **options))
-        _ = pipeline | inject(recipe, context)
-        compact_creates(pipeline)
+        pipeline = own_tempdir(beam.Pipeline(runner=local_runner(num_workers),
+                                             options=local_pipeline_options(num_workers, **options)))
+        try:
+            _ = pipeline | inject(recipe, context)
+            compact_creates(pipeline)
+        except BaseException:
+            discard_unrun(pipeline)  # a recipe that fails to build
+            raise
     result = pipeline.run()
     result.wait_until_finish()
     return result

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import glob
 import json
 import logging
 import os
@@ -42,11 +41,15 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import warnings
 
+from ..scratch import remove_stale, scratch_dir
 from .process import exit_now
 
+# A socket's path has at most 107 bytes (Linux; 103 on macOS): the workers' folder name (with its maker,
+# see arcoforge.scratch) and the longest socket name, as claimed, must fit after the temporary folder's path.
+_MAX_SOCKET = 103
+_LONGEST_NAME = "4194304.18446744073.abcdef-abcdefgh/warm-99.sock.claimed-4194304"
 # What ``python -m`` runs in a worker process; the runner's worker command names it too.
 WORKER_MODULE = "arcoforge.runtime.workers"
 NOISY = ("apache_beam.runners.common", "apache_beam.runners.worker", "__main__", "apache_beam.runners.worker.sdk_worker_main")
@@ -277,13 +280,16 @@ class WarmWorkers:
 
     def __init__(self, count: int):
         self.count = count if os.name == "posix" else 0  # Unix sockets and inherited descriptors
-        self.folder = tempfile.mkdtemp(prefix="arcoforge-workers-") if count else None
+        if self.count and len(os.path.join(tempfile.gettempdir(), "arcoforge-workers-", _LONGEST_NAME)) > _MAX_SOCKET:
+            logging.getLogger(__name__).debug("the temporary folder's path is too long for sockets: no warm workers")
+            self.count = 0
+        self.folder = scratch_dir("workers") if self.count else None
         self.processes: list[subprocess.Popen] = []
 
     def __enter__(self) -> WarmWorkers:
         if not self.folder:
             return self
-        remove_stale_worker_folders(keep=self.folder)
+        remove_stale(keep=self.folder)  # what bakes killed on this host left in the temporary folder
         # Listening before the workers start: a claimer never finds the folder empty.
         listeners = []
         for number in range(self.count):
@@ -329,22 +335,6 @@ class WarmWorkers:
     def claimed(self) -> int:
         """How many of these workers a runner has claimed so far."""
         return sum(".claimed-" in name for name in os.listdir(self.folder)) if self.folder else 0
-
-
-def remove_stale_worker_folders(keep: str | None = None, older_than: float = 3600.0) -> None:
-    """Remove the socket folders of bakes killed before they could (``kill -9`` skips all cleanup).
-
-    Only this user's, and only those untouched for ``older_than`` seconds: a live
-    bake needs its folder only until its workers are claimed, in its first seconds.
-    """
-    pattern = os.path.join(tempfile.gettempdir(), "arcoforge-workers-*")
-    for folder in glob.glob(pattern):
-        try:
-            info = os.stat(folder)
-            if folder != keep and info.st_uid == os.getuid() and time.time() - info.st_mtime > older_than:
-                shutil.rmtree(folder)
-        except OSError:
-            pass
 
 
 if __name__ == "__main__":
