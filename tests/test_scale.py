@@ -121,3 +121,51 @@ def test_many_small_inputs_make_many_tasks():
     # one unit alone spans more inputs than the cap: it is still one task (a unit is never split)
     assert plan_task_grid("sst", (50_000, 4, 8), (5000, 4, 8), [0], 8, 2**30, {0: 1}, max_pieces=100).task_shape[0] == 5000
 
+
+
+def _small_input(element):
+    """A one-step input of two small variables, in memory (the values say which input it is)."""
+    index, url = element
+    i = int(url)
+    ds = xr.Dataset({"sst": (("time", "lat", "lon"), np.full((1, 2, 3), i, dtype="float32")),
+                     "ice": (("time", "lat"), np.full((1, 2), -i, dtype="int32"))},
+                    coords={"time": np.array([i], dtype="int64")})
+    ds.encoding["source"] = f"memory-{i}"
+    return index, ds
+
+
+def test_many_inputs_reach_one_icechunk_commit_through_the_spill(tmp_path):
+    """StoreToIcechunk on 2 local workers: every input and piece arrives, and only references wait in the runner.
+
+    Pieces are written to the bake's spill and grouped by reference, so no
+    PCollection of the pipeline has an element per piece: the most elements any
+    holds are the opened inputs, in the stage that opens them. (Grouping the
+    pieces themselves, as StoreToIcechunk did, makes one of 2 * N_INPUTS.)
+    """
+    from apache_beam.metrics import monitoring_infos
+
+    from arcoforge.io.icechunk_store import history, open_repository
+
+    pattern = af.pattern_from_file_sequence([str(i) for i in range(N_INPUTS)], "time", nitems_per_file=1)
+    recipe = (beam.Create(pattern.items()) | "Open in memory" >> beam.Map(_small_input)
+              | af.StoreToIcechunk(target_root=str(tmp_path), store_name="many.icechunk",
+                                   combine_dims=pattern.combine_dim_keys, target_chunks={"time": 50},
+                                   max_pieces_per_task=120))
+    result = af.run_local(recipe, num_workers=2)
+    counters = {c.key.metric.name: c.committed for c in result.metrics().query(MetricsFilter())["counters"]}
+    assert counters["inputs_read"] == counters["inputs_cut"] == N_INPUTS
+    assert counters["pieces_cut"] == counters["pieces_written"] == 2 * N_INPUTS
+    assert counters["tasks_written"] == 12  # 6 tasks of 100 steps a variable, as StoreToZarr's
+    elements = [monitoring_infos.extract_counter_value(info) for info in result.monitoring_infos()
+                if info.urn == monitoring_infos.ELEMENT_COUNT_URN]
+    assert max(elements) == N_INPUTS  # the inputs as they are opened; no PCollection of pieces
+
+    url = str(tmp_path / "many.icechunk")
+    ds = xr.open_zarr(open_repository(url, create=False).readonly_session(branch="main").store, consolidated=False)
+    np.testing.assert_array_equal(ds.time.values, np.arange(N_INPUTS))
+    np.testing.assert_array_equal(ds.sst.values, np.broadcast_to(np.arange(N_INPUTS, dtype="float32")[:, None, None],
+                                                                 (N_INPUTS, 2, 3)))
+    np.testing.assert_array_equal(ds.ice.values[:, 1], -np.arange(N_INPUTS, dtype="int32"))
+    assert ds.sst.encoding["chunks"] == (50, 2, 3)
+    assert [entry.metadata.get("kind") for entry in history(url)][:2] == ["bake", "schema"]  # one commit
+    assert not (tmp_path / ".arcoforge" / "many.icechunk" / "spill").exists()  # the spill was removed

@@ -1,9 +1,11 @@
 """StoreToIcechunk: the Icechunk bake (:mod:`arcoforge.core.icechunk_bake`) wired into a pipeline.
 
 ``Read input schemas`` -> ``Plan commit`` -> ``Commit schema`` (a fork to write in);
-the inputs -> ``Cut inputs into pieces`` -> ``Group by write task`` -> ``Write tasks``
-(each into its own fork) -> ``Gather forks`` -> ``Commit`` (merge, commit, move the branch).
-Only forks' change lists travel to the last step, never array data.
+the inputs -> ``Spill inputs`` -> ``Cut inputs into pieces`` -> ``Group by write task``
+(StoreToZarr's steps, :func:`~arcoforge.beam.store.spilled_tasks`: inputs and pieces
+wait in the bake's spill, only references to them in the runner) -> ``Write tasks``
+(each into its own fork) -> ``Gather forks`` -> ``Commit`` (merge, commit, move the
+branch, remove the spill). Only forks' change lists travel to the last step, never array data.
 """
 
 from __future__ import annotations
@@ -12,26 +14,29 @@ from dataclasses import dataclass
 
 import apache_beam as beam
 
-from ..core.bake import cut_pieces
+from ..core.bake import StoreSpec
 from ..errors import RecipeError, require_package
-from ..core.icechunk_bake import (IcechunkBake, commit_icechunk, plan_icechunk_bake, prepare_icechunk,
-                                  write_icechunk_task)
+from ..core.icechunk_bake import (IcechunkBake, commit_icechunk, for_workers, plan_icechunk_bake, prepare_icechunk,
+                                  write_spilled_icechunk_task)
 from ..io.icechunk_store import quiet_icechunk_logs
 from ..runtime.context import resolve_context
 from .common import count
 from ..schema import SchemaPool
-from .store import ReadSchemas, StoreToZarr
+from .store import ReadSchemas, StoreToZarr, spilled_tasks
 
 
-def _plan(pool: SchemaPool, spec, branch: str) -> IcechunkBake:
+def _plan(pool: SchemaPool, spec: StoreSpec, branch: str) -> IcechunkBake:
     quiet_icechunk_logs()
     return plan_icechunk_bake(spec, pool, branch)
 
 
-def _write_and_count(task: tuple, bake: IcechunkBake, fork: bytes) -> bytes:
+def _write_and_count(task: tuple, bake: IcechunkBake, fork: bytes, spec: StoreSpec) -> bytes:
+    """Write one task's spilled pieces into a fork; the counters are StoreToZarr's."""
     quiet_icechunk_logs()
-    written = write_icechunk_task(task, bake, fork)
+    written, nbytes, pieces = write_spilled_icechunk_task(task, bake, fork, spec)
+    count("pieces_written", pieces)
     count("tasks_written")
+    count("bytes_written", nbytes)
     return written
 
 
@@ -55,6 +60,9 @@ class StoreToIcechunk(StoreToZarr):
     repository's URL, like StoreToZarr (so ``| WriteSTAC()`` follows; the
     collection records the snapshot id). Leases and resume state are not used:
     Icechunk's compare-and-swap on the branch refuses a concurrent writer.
+    Inputs and pieces wait for the plan and their write task in the bake's
+    spill, as StoreToZarr's do (``.arcoforge/<store_name>/spill/`` beside the
+    repository); the commit removes it.
     """
 
     branch: str = "main"
@@ -70,13 +78,10 @@ class StoreToIcechunk(StoreToZarr):
         plan = (datasets
                 | "Read input schemas" >> ReadSchemas(spec)
                 | "Plan commit" >> beam.Map(_plan, spec=spec, branch=self.branch))
-        plan_view = beam.pvalue.AsSingleton(plan)
+        plan_view = beam.pvalue.AsSingleton(plan | "Plan for workers" >> beam.Map(for_workers))
         fork = beam.pvalue.AsSingleton(plan | "Commit schema" >> beam.Map(prepare_icechunk))
-        return (
-            datasets
-            | "Cut inputs into pieces" >> beam.FlatMap(cut_pieces, bake=plan_view)
-            | "Group by write task" >> beam.GroupByKey()
-            | "Write tasks" >> beam.Map(_write_and_count, bake=plan_view, fork=fork)
-            | "Gather forks" >> beam.combiners.ToList()
-            | "Commit" >> beam.Map(_commit, bake=plan_view)
-        )
+        # Spilled as they are opened: opened inputs and their pieces never wait in the runner.
+        return (spilled_tasks(datasets, plan_view, spec)
+                | "Write tasks" >> beam.Map(_write_and_count, bake=plan_view, fork=fork, spec=spec)
+                | "Gather forks" >> beam.combiners.ToList()
+                | "Commit" >> beam.Map(_commit, bake=beam.pvalue.AsSingleton(plan)))

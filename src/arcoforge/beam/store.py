@@ -151,6 +151,22 @@ class CutPieces(beam.PTransform):
         return batches | "Cut" >> beam.FlatMap(_cut_and_count, bake=self.plan, spec=self.spec)
 
 
+def spilled_tasks(datasets: beam.PCollection, plan: Any, spec: StoreSpec) -> beam.PCollection:
+    """The opened inputs as write tasks: ``(task, [SpillRef, ...])``, the references to the task's pieces.
+
+    Keep, batch and spill the inputs (fused with opening), cut each spilled batch
+    once ``plan`` (a singleton side input) is known and group the sections by
+    task: what waits in the runner and crosses the shuffle are references, not
+    Datasets or pieces. StoreToZarr and StoreToIcechunk apply these steps in
+    their own scope (a helper rather than a PTransform keeps the step names,
+    such as ``StoreToZarr/Group by write task``, as they were).
+    """
+    return (datasets
+            | "Spill inputs" >> SpillInputs(spec)
+            | "Cut inputs into pieces" >> CutPieces(plan, spec)
+            | "Group by write task" >> beam.GroupByKey())
+
+
 @dataclass
 class WriteTasks(beam.PTransform):
     """Write every task's regions, once the template is written; outputs the bytes each wrote."""
@@ -327,14 +343,9 @@ class StoreToZarr(beam.PTransform):
                 | "Plan store" >> PlanBake(spec))
         plan_view = beam.pvalue.AsSingleton(plan | "Plan for workers" >> beam.Map(for_workers))
         template = plan | "Write template" >> PrepareStore()
-        # Fused with opening, like reading schemas: opened inputs never wait in the runner for the plan.
-        written = (
-            datasets
-            | "Spill inputs" >> SpillInputs(spec)
-            | "Cut inputs into pieces" >> CutPieces(plan_view, spec)
-            | "Group by write task" >> beam.GroupByKey()
-            | "Write tasks" >> WriteTasks(plan_view, beam.pvalue.AsSingleton(template), spec)
-        )
+        # Spilled as they are opened, like reading schemas: opened inputs never wait in the runner for the plan.
+        written = (spilled_tasks(datasets, plan_view, spec)
+                   | "Write tasks" >> WriteTasks(plan_view, beam.pvalue.AsSingleton(template), spec))
         # A plan staged in two steps (arcoforge.multistage): the tasks above were stage 1's.
         second = written | "Stage two" >> StageTwo(plan_view)
         stored = (

@@ -311,6 +311,7 @@ def cut_pieces(element: tuple[Index, xr.Dataset | LazyInput], bake: BakePlan) ->
     """The pieces of one input, keyed by the write task they belong to (tasks already done left out).
 
     The input is its opened Dataset, or what :func:`keep_variables` kept of it.
+    Only ``bake.plan`` is read, so an Icechunk bake's plan cuts the same way.
     """
     index, ds = element
     plan = bake.plan
@@ -334,8 +335,12 @@ def for_workers(bake: BakePlan) -> BakePlan:
     reads it; the URLs are for the records written when the store is prepared and
     published, which get the whole plan.
     """
-    plan = dataclasses.replace(bake.plan, schema=dataclasses.replace(bake.plan.schema, urls=()), ingested=())
-    return dataclasses.replace(bake, plan=plan, description={})
+    return dataclasses.replace(bake, plan=plan_for_workers(bake.plan), description={})
+
+
+def plan_for_workers(plan: StorePlan) -> StorePlan:
+    """A store plan without its inputs' URLs (see :func:`for_workers`)."""
+    return dataclasses.replace(plan, schema=dataclasses.replace(plan.schema, urls=()), ingested=())
 
 
 def spill_inputs(batch: list[tuple[Index, LazyInput]], spec: StoreSpec) -> SpillRef:

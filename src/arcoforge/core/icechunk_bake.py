@@ -9,6 +9,10 @@ where the bytes go and how they become visible differ::
     forks = [write_icechunk_task(t, bake, fork) for t in tasks_of(cut_pieces(i, bake) for i in inputs)]
     commit_icechunk(forks, bake)                  # merge, commit, move the branch (compare-and-swap)
 
+In a pipeline, inputs and pieces wait for the plan and their write task in the
+bake's spill, as StoreToZarr's do (:func:`~arcoforge.core.bake.cut_spilled`,
+:func:`write_spilled_icechunk_task`); the commit removes it.
+
 What makes it transactional is Icechunk's: the target branch moves once, to a
 snapshot holding the whole bake, and only if it still points where it did
 when the bake planned. A bake killed at any step before that leaves the
@@ -35,6 +39,7 @@ from ..documents import grow_documents, is_metadata_key
 from ..faults import checkpoint
 from ..input_checks import check_inputs
 from ..io import icechunk_store as ics
+from ..io.spill import SpillRef, remove_spills
 from ..io.state import fingerprint
 from ..io.zarr_store import planned_array, with_documents, write_region
 from ..patterns import nitems_per_file
@@ -45,7 +50,7 @@ from ..schema import InputSchema, SchemaPool, combine_schemas
 from ..stac import provenance, provenance_attrs
 from ..store_plan import ExistingStore, StorePlan, plan_description, plan_store
 from ..store_template import encode_variable, render_plan
-from .bake import StoreSpec
+from .bake import StoreSpec, plan_for_workers
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +75,7 @@ class IcechunkBake:
     message: str = ""
     record: Mapping[str, Any] = field(default_factory=dict)  # the commit's metadata (under "arcoforge")
     progress_dir: str | None = None
+    owner: str = ""  # the bake's id: whose spill the commit removes
 
     @property
     def url(self) -> str:
@@ -87,8 +93,23 @@ def inputs_hash(urls: Iterable[str]) -> str:
 
 def plan_icechunk_bake(spec: StoreSpec, input_schemas: SchemaPool | Iterable[InputSchema],
                        branch: str = "main") -> IcechunkBake:
-    """Combine and check the inputs, plan the store, and decide the :class:`Mode` from the branch's head."""
-    input_schemas = SchemaPool.of(input_schemas)
+    """Combine and check the inputs, plan the store, and decide the :class:`Mode` from the branch's head.
+
+    A plan that fails removes the bake's spill: nothing will read it.
+    """
+    try:
+        return dataclasses.replace(_plan(spec, SchemaPool.of(input_schemas), branch), owner=spec.owner)
+    except BaseException:
+        remove_spills(spec.url, spec.owner, spec.storage_options)
+        raise
+
+
+def for_workers(bake: IcechunkBake) -> IcechunkBake:
+    """The bake as cutting and write tasks need it: without the inputs' URLs (the plan and the record hold them)."""
+    return dataclasses.replace(bake, plan=plan_for_workers(bake.plan), record={})
+
+
+def _plan(spec: StoreSpec, input_schemas: SchemaPool, branch: str) -> IcechunkBake:
     url, append_dim, combine_dims = spec.url, spec.append_dim, list(spec.combine_dims)
     repo = ics.open_repository(url, spec.storage_options)
     base = ics.branch_head(repo, branch)
@@ -190,10 +211,22 @@ def _write_new_coordinates(plan: StorePlan, store: Any) -> None:
 
 def write_icechunk_task(task: tuple[tuple, Iterable[Any]], bake: IcechunkBake, fork: bytes) -> bytes:
     """Assemble one write task's regions and write them into a fork of the scratch session; returns the fork."""
+    return _write_task(*task, bake, fork)[0]
+
+
+def write_spilled_icechunk_task(task: tuple[tuple, Iterable[SpillRef]], bake: IcechunkBake, fork: bytes,
+                                spec: StoreSpec) -> tuple[bytes, int, int]:
+    """Write a task whose pieces are in spilled sections; returns the fork, the bytes written and the pieces read."""
+    key, refs = task
+    pieces = spec.spill.objects(refs)  # read section by section, once per variable: not all held at once
+    written, nbytes = _write_task(key, pieces, bake, fork)
+    return written, nbytes, len(pieces)
+
+
+def _write_task(key: tuple, pieces: Iterable[Any], bake: IcechunkBake, fork: bytes) -> tuple[bytes, int]:
     limit_netcdf_chunk_cache()
     plan = bake.plan
     session = pickle.loads(fork)  # a fresh copy per task: tasks of one worker never share a fork
-    key, pieces = task
     variables = {name: plan.schema.variables[name] for name in plan.groups[key[0]]}
     dtypes = {name: variable.dtype for name, variable in variables.items()}
     nbytes = 0
@@ -203,15 +236,17 @@ def write_icechunk_task(task: tuple[tuple, Iterable[Any]], bake: IcechunkBake, f
         release_freed_memory()
     checkpoint("icechunk.task")
     record_event(bake.progress_dir, "task", store=plan.url, variables=sorted(variables), nbytes=nbytes)
-    return pickle.dumps(session)
+    return pickle.dumps(session), nbytes
 
 
 def commit_icechunk(forks: Iterable[bytes], bake: IcechunkBake) -> str:
     """Merge the workers' forks, commit on the scratch branch and move the branch there; returns the snapshot id.
 
-    Nothing new: the branch's head, unchanged.
+    Nothing new: the branch's head, unchanged. Either way the bake's spill is
+    removed last, with those of killed bakes (see :func:`~arcoforge.io.spill.remove_spills`).
     """
     if bake.mode is Mode.NOTHING_NEW:
+        remove_spills(bake.url, bake.owner, bake.plan.storage_options)
         return bake.base or ""
     repo = ics.open_repository(bake.url, bake.plan.storage_options)
     session = repo.writable_session(bake.scratch)
@@ -221,5 +256,6 @@ def commit_icechunk(forks: Iterable[bytes], bake: IcechunkBake) -> str:
     ics.move_branch(repo, bake.branch, snapshot, bake.base)  # readers of the branch now see the whole bake
     checkpoint("icechunk.moved")
     repo.delete_branch(bake.scratch)
+    remove_spills(bake.url, bake.owner, bake.plan.storage_options)
     logger.info("committed %s to %s@%s (snapshot %s)", bake.mode.value, bake.url, bake.branch, snapshot)
     return snapshot
