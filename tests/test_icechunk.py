@@ -98,6 +98,7 @@ def test_bake_equals_store_to_zarr_in_one_commit_and_a_rerun_commits_nothing(arc
     assert "bake of recipe r.icechunk, 8 inputs (inputs sha256 " in bake.message
     assert bake.message.startswith(f"arcoforge {af.__version__}:")
     assert open_repository(url).list_branches() == {"main"}  # the scratch branch is gone
+    assert not (tmp_path / ".arcoforge" / "r.icechunk" / "spill").exists()  # nor the bake's spill
     # STAC: the asset says what the store is and which snapshot the collection describes.
     collection = stac.read_json(str(tmp_path / "stac" / "r" / "collection.json"))
     asset = collection["assets"]["zarr"]
@@ -166,12 +167,13 @@ af.run_local(recipe)
 """
 
 
-@pytest.mark.parametrize("fault", ["icechunk.commit", "icechunk.moved"])
+@pytest.mark.parametrize("fault", ["icechunk.plan", "icechunk.task", "icechunk.commit", "icechunk.moved"])
 def test_a_killed_append_leaves_the_branch_whole_and_a_plain_rerun_completes(archive, zarr_reference, tmp_path,
                                                                              fault):
-    """SIGKILLed once every chunk is written and committed on the scratch branch, the last moment before the
-    branch moves: readers still see the old snapshot whole. Killed just after the move: the append is there,
-    whole; the rerun commits nothing and removes the scratch branch left behind."""
+    """SIGKILLed while planning, writing, or once every chunk is written and committed on the scratch branch,
+    the last moment before the branch moves: readers still see the old snapshot whole. Killed just after the
+    move: the append is there, whole; the rerun commits nothing and removes the scratch branch left behind.
+    Either way the killed bake's spill is left, and the rerun removes it (its process is gone)."""
     url = str(tmp_path / "r.icechunk")
     af.run_local(recipe(archive[:5], "r.icechunk", str(tmp_path), append_dim="time"))
     before = [e.id for e in history(url)]
@@ -180,7 +182,9 @@ def test_a_killed_append_leaves_the_branch_whole_and_a_plain_rerun_completes(arc
     killed = subprocess.run([sys.executable, str(script)], env={**os.environ, "ARCOFORGE_FAULT_AT": fault},
                             capture_output=True, text=True, timeout=120)
     assert killed.returncode == -9, killed.stderr[-2000:]
-    if fault == "icechunk.commit":
+    spill = tmp_path / ".arcoforge" / "r.icechunk" / "spill"
+    assert len(list(spill.iterdir())) == 1  # the killed bake's (the first bake removed its own)
+    if fault != "icechunk.moved":
         assert [e.id for e in history(url)] == before  # the branch did not move
         xr.testing.assert_identical(open_branch(url).load().drop_attrs(deep=False),
                                     zarr_reference.isel(time=slice(0, 5)).drop_attrs(deep=False))
@@ -192,6 +196,24 @@ def test_a_killed_append_leaves_the_branch_whole_and_a_plain_rerun_completes(arc
     assert_same_store(open_branch(url), zarr_reference)
     assert len(list(history(url))) == len(before) + 2  # the append's schema snapshot and its commit
     assert open_repository(url).list_branches() == {"main"}
+    assert not spill.exists()
+
+
+def _input_of_dtype(element):
+    index, url = element
+    dtype = "float32" if url == "0" else "float64"  # the second input disagrees: the plan refuses them
+    return index, xr.Dataset({"sst": (("time",), [1.0])}, coords={"time": [int(url)]}).astype({"sst": dtype})
+
+
+def test_a_plan_that_fails_removes_the_spill_and_commits_nothing(tmp_path):
+    pattern = af.pattern_from_file_sequence(["0", "1"], "time", nitems_per_file=1)
+    with pytest.raises(Exception, match="dtype"):
+        af.run_local(beam.Create(pattern.items()) | beam.Map(_input_of_dtype)
+                     | af.StoreToIcechunk(store_name="r.icechunk", combine_dims=pattern.combine_dim_keys,
+                                          target_root=str(tmp_path)))
+    assert (tmp_path / ".arcoforge" / "r.icechunk").is_dir()  # where the inputs were spilled
+    assert not (tmp_path / ".arcoforge" / "r.icechunk" / "spill").exists()
+    assert [entry.metadata.get("kind") for entry in history(str(tmp_path / "r.icechunk"))] == [None]
 
 
 def test_cmip6_files_counting_from_three_epochs_give_the_same_store_on_both_targets(cmip6_files, tmp_path):
