@@ -94,9 +94,16 @@ class Spill:
             blobs.append(blob)
             refs[key] = SpillRef(name, offset, offset + len(blob), len(objects))
             offset += len(blob)
-        if is_local_filesystem(self.fs):
-            self.fs.makedirs(self.path, exist_ok=True)
-        self.fs.pipe_file(name, b"".join(blobs))
+        local = is_local_filesystem(self.fs)
+        for attempt in (1, 2):
+            try:
+                if local:
+                    self.fs.makedirs(self.path, exist_ok=True)
+                self.fs.pipe_file(name, b"".join(blobs))
+                break
+            except FileNotFoundError:  # the empty parent was removed as it was made (remove_spills): again
+                if attempt == 2 or not local:
+                    raise
         return refs
 
     def put(self, objects: Sequence[Any]) -> SpillRef:
@@ -138,7 +145,9 @@ def remove_spills(store_url: str, owner: str, storage_options: Mapping[str, Any]
                   stale_seconds: float = STALE_SECONDS) -> None:
     """Remove the spill of bake ``owner``, and those of killed bakes: gone processes of this host, or idle ones.
 
-    Called by the bake that publishes the store, while it holds the store's lease.
+    Called by the bake that publishes the store (a Zarr store's while it holds
+    the lease; an Icechunk repository's bakes may run side by side): another
+    live bake's spill is kept, even one it starts writing meanwhile.
     """
     folder = spill_folder(store_url, owner).rpartition("/")[0]
     fs, root = fsspec.core.url_to_fs(folder, **dict(storage_options or {}))
@@ -157,11 +166,11 @@ def remove_spills(store_url: str, owner: str, storage_options: Mapping[str, Any]
             fs.rm(entry, recursive=True)
         except FileNotFoundError:
             pass
-    try:
-        if not fs.ls(root, detail=False):
-            fs.rm(root, recursive=True)
-    except FileNotFoundError:
-        pass
+    if is_local_filesystem(fs):  # (object stores have no empty folders)
+        try:
+            fs.rmdir(root)  # only if empty: never what a bake spilled since the listing
+        except OSError:
+            pass
 
 
 def _owner_dead(owner: str) -> bool:
