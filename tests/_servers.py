@@ -20,6 +20,7 @@ import time
 import urllib.parse
 import uuid
 from collections import Counter, defaultdict, deque
+from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -56,6 +57,12 @@ class FileServer:
     @property
     def port(self) -> int:
         return self._server.server_address[1]
+
+    def serve(self, paths: list) -> list[str]:
+        """Serve local files as d0.nc, d1.nc, ... (their bytes as they are now); their URLs."""
+        for i, path in enumerate(paths):
+            self.files[f"d{i}.nc"] = Path(path).read_bytes()
+        return [self.url(f"d{i}.nc") for i in range(len(paths))]
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.port}/{name}"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import apache_beam as beam
 import numpy as np
@@ -41,9 +40,7 @@ def reference(paths):
 def served_archive(file_server, daily_archive):
     """Six daily files served as d0.nc ... d5.nc; returns (server, urls, local paths)."""
     paths = daily_archive[:6]
-    for i, path in enumerate(paths):
-        file_server.files[f"d{i}.nc"] = Path(path).read_bytes()
-    return file_server, [file_server.url(f"d{i}.nc") for i in range(6)], paths
+    return file_server, file_server.serve(paths), paths
 
 
 def test_a_recipe_reads_through_a_flaky_server(served_archive, tmp_path):

@@ -47,9 +47,7 @@ def copies(folder: Path) -> list[str]:
 def served(file_server, daily_archive):
     """Four daily files served as d0.nc ... d3.nc; returns (server, urls, local paths)."""
     paths = daily_archive[:4]
-    for i, path in enumerate(paths):
-        file_server.files[f"d{i}.nc"] = Path(path).read_bytes()
-    return file_server, [file_server.url(f"d{i}.nc") for i in range(4)], paths
+    return file_server, file_server.serve(paths), paths
 
 
 def reference(paths):

@@ -178,9 +178,10 @@ def test_assembling_in_a_kept_buffer_gives_each_variable_its_own_values():
     np.testing.assert_array_equal(seen["b"][:, 0], [10, 11, 12, 13])
 
 
-FREED_INSIDE_THE_HEAP = """
+# Scripts run in a process of their own: what glibc hands back to the OS, in MiB, seen in its RSS.
+_ALLOCATOR_PRELUDE = """
 import ctypes, sys, time
-from arcoforge.runtime.memory import trim_freed_memory_every
+from arcoforge.runtime.memory import limit_coordinator_heaps, trim_freed_memory_every
 
 def rss() -> int:
     with open("/proc/self/statm") as f:
@@ -189,7 +190,16 @@ def rss() -> int:
 libc = ctypes.CDLL("libc.so.6")
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
-blocks = [libc.malloc(64 * 2**10) for _ in range(3200)]  # 200 MiB, each below glibc's mmap threshold
+"""
+
+
+def _returned_mib(script: str, mode: str) -> int:
+    done = subprocess.run([sys.executable, "-c", _ALLOCATOR_PRELUDE + script, mode], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}, check=True)
+    return int(done.stdout)
+
+
+FREED_INSIDE_THE_HEAP = """blocks = [libc.malloc(64 * 2**10) for _ in range(3200)]  # 200 MiB, each below glibc's mmap threshold
 for block in blocks:
     ctypes.memset(block, 1, 64 * 2**10)
 for block in blocks[:-1]:  # the last block keeps the top of the heap: nothing is trimmed on its own
@@ -205,27 +215,11 @@ print((before - rss()) // 2**20)
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="malloc_trim is glibc's")
 def test_the_coordinating_process_hands_memory_freed_inside_its_heap_back():
-    def returned_mib(mode: str) -> int:
-        done = subprocess.run([sys.executable, "-c", FREED_INSIDE_THE_HEAP, mode], capture_output=True, text=True,
-                              env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}, check=True)
-        return int(done.stdout)
-
-    assert returned_mib("keep") < 20
-    assert returned_mib("trim") > 150
+    assert _returned_mib(FREED_INSIDE_THE_HEAP, "keep") < 20
+    assert _returned_mib(FREED_INSIDE_THE_HEAP, "trim") > 150
 
 
-FREED_AFTER_A_LARGER_BLOCK = """
-import ctypes, sys
-from arcoforge.runtime.memory import limit_coordinator_heaps
-
-def rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * 4096
-
-libc = ctypes.CDLL("libc.so.6")
-libc.malloc.restype = ctypes.c_void_p
-libc.free.argtypes = [ctypes.c_void_p]
-if sys.argv[1] == "limit":
+FREED_AFTER_A_LARGER_BLOCK = """if sys.argv[1] == "limit":
     assert limit_coordinator_heaps()
 libc.free(libc.malloc(24 * 2**20))  # glibc raises its mmap threshold to the size of this freed block
 blocks = [libc.malloc(2 * 2**20) for _ in range(40)]  # a stage output or a side input of a few MB
@@ -243,10 +237,5 @@ print((before - rss()) // 2**20)
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is glibc's")
 def test_the_coordinating_process_returns_blocks_of_megabytes_when_they_are_freed():
     """Side inputs and stage outputs of a few MB must not fragment the runner's heaps (issue 16)."""
-    def returned_mib(mode: str) -> int:
-        done = subprocess.run([sys.executable, "-c", FREED_AFTER_A_LARGER_BLOCK, mode], capture_output=True,
-                              text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}, check=True)
-        return int(done.stdout)
-
-    assert returned_mib("default") < 10
-    assert returned_mib("limit") > 70
+    assert _returned_mib(FREED_AFTER_A_LARGER_BLOCK, "default") < 10
+    assert _returned_mib(FREED_AFTER_A_LARGER_BLOCK, "limit") > 70
