@@ -3,6 +3,7 @@
     python benchmarks/many_inputs.py 1000 10000          # the table rows
     python benchmarks/many_inputs.py 100000 --workers 2  # a long one
     python benchmarks/many_inputs.py 1000 --bake-args="--runner dask --dask-address tcp://127.0.0.1:8786"
+    python benchmarks/many_inputs.py 10000 --icechunk    # StoreToIcechunk instead of StoreToZarr
 
 Inputs are netCDF4 files of one time step of a 4x8 float32 field, written
 once into ``--corpus`` and kept. Each row is ``arcoforge bake`` of a recipe
@@ -33,12 +34,12 @@ MiB = 2**20
 RECIPE = '''
 import glob, os
 import apache_beam as beam
-from arcoforge import OpenURLWithFSSpec, OpenWithXarray, StoreToZarr, pattern_from_file_sequence
+from arcoforge import OpenURLWithFSSpec, OpenWithXarray, StoreToIcechunk, StoreToZarr, pattern_from_file_sequence
 
 paths = sorted(glob.glob(os.path.join(os.environ["MANY_CORPUS"], "f-*.nc")))[: int(os.environ["MANY_N"])]
 pattern = pattern_from_file_sequence(paths, "time", nitems_per_file=1)
 recipe = (beam.Create(pattern.items()) | OpenURLWithFSSpec() | OpenWithXarray(file_type=pattern.file_type)
-          | StoreToZarr(store_name="many.zarr", combine_dims=pattern.combine_dim_keys, target_chunks={"time": 1000}))
+          | STEP(store_name="STORE", combine_dims=pattern.combine_dim_keys, target_chunks={"time": 1000}))
 '''
 
 
@@ -101,7 +102,13 @@ def run_sampled(args: list[str], env: dict, workers: list[int] = ()) -> tuple[fl
 
 
 def verify(store: Path, n: int) -> None:
-    ds = xr.open_zarr(store)
+    if store.suffix == ".icechunk":
+        from arcoforge.io.icechunk_store import open_repository
+
+        session = open_repository(str(store), create=False).readonly_session(branch="main")
+        ds = xr.open_zarr(session.store, consolidated=False)
+    else:
+        ds = xr.open_zarr(store)
     expected = np.arange(n)[:, None, None] + np.arange(32, dtype="float32").reshape(1, 4, 8) / 100
     np.testing.assert_array_equal(ds.sst.values, expected.astype("float32"))
     assert ds.sizes["time"] == n
@@ -113,6 +120,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--corpus", default=os.path.join(tempfile.gettempdir(), "arcoforge-many-inputs"))
     parser.add_argument("--bake-args", default="", help="more `arcoforge bake` arguments (another runner)")
+    parser.add_argument("--icechunk", action="store_true", help="bake with StoreToIcechunk")
     options = parser.parse_args()
     corpus = Path(options.corpus)
     outside_workers = dask_worker_pids(options.bake_args.split())
@@ -120,14 +128,15 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as work:
         recipe = Path(work) / "recipe.py"
-        recipe.write_text(textwrap.dedent(RECIPE))
+        step, store = ("StoreToIcechunk", "many.icechunk") if options.icechunk else ("StoreToZarr", "many.zarr")
+        recipe.write_text(textwrap.dedent(RECIPE).replace("STEP", step).replace("STORE", store))
         for n in options.sizes:
             target = Path(work) / f"out-{n}"
             env = {**os.environ, "MANY_CORPUS": str(corpus), "MANY_N": str(n)}
             seconds, tree, root, child, _ = run_sampled(
                 [sys.executable, "-m", "arcoforge.cli", "-q", "bake", str(recipe), "--target-root", str(target),
                  "--num-workers", str(options.workers), "--no-stac", *options.bake_args.split()], env, outside_workers)
-            verify(target / "many.zarr", n)
+            verify(target / store, n)
             rows.append((n, seconds, tree, root, child))
             print(f"{n} inputs: {seconds:.1f} s, tree {tree / MiB:.0f} MiB, bake {root / MiB:.0f} MiB, "
                   f"worker {child / MiB:.0f} MiB (verified)", flush=True)
