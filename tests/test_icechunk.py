@@ -167,10 +167,10 @@ af.run_local(recipe)
 """
 
 
-@pytest.mark.parametrize("fault", ["icechunk.plan", "icechunk.task", "icechunk.commit", "icechunk.moved"])
+@pytest.mark.parametrize("fault", ["icechunk.task", "icechunk.commit", "icechunk.moved"])
 def test_a_killed_append_leaves_the_branch_whole_and_a_plain_rerun_completes(archive, zarr_reference, tmp_path,
                                                                              fault):
-    """SIGKILLed while planning, writing, or once every chunk is written and committed on the scratch branch,
+    """SIGKILLed while writing, or once every chunk is written and committed on the scratch branch,
     the last moment before the branch moves: readers still see the old snapshot whole. Killed just after the
     move: the append is there, whole; the rerun commits nothing and removes the scratch branch left behind.
     Either way the killed bake's spill is left, and the rerun removes it (its process is gone)."""
