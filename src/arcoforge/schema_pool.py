@@ -24,6 +24,7 @@ import numpy as np
 
 from .errors import describe_input
 from .patterns import Index
+from .compressed_pickle import compressed_reduce
 from .schema_parts import InputSchema
 
 COMPACT_EVERY = 1024  # small arrays gathered before they are concatenated into one
@@ -264,8 +265,9 @@ class SchemaPool:
     def __len__(self) -> int:
         return len(self._layout_of)
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_cache": {}}
+    def __reduce__(self) -> tuple:
+        # Compressed: partial pools are Beam's combine accumulators, and the whole pool passes through the runner.
+        return compressed_reduce(self, {**self.__dict__, "_cache": {}})
 
     # -- one input ---------------------------------------------------------------------------------
 

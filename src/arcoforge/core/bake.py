@@ -32,6 +32,7 @@ import xarray as xr
 
 from .. import append_txn
 from ..append import UnfinishedStoreError, extend_schema, inputs_to_append, read_existing
+from ..compressed_pickle import compressed_reduce
 from ..faults import checkpoint
 from ..features import check_storable
 from ..input_checks import DEFAULT_MAX_ATTR_BYTES, check_inputs, drop_large_attrs
@@ -124,6 +125,10 @@ class BakePlan:
     description: Mapping[str, Any] = field(default_factory=dict)  # what the fingerprint is of
     owner: str = ""  # the lease owner, who releases the lease once the store is published
     progress_dir: str | None = None
+
+    def __reduce__(self) -> tuple:
+        # Compressed: the plan is a side input, kept by the runner and decoded by every bundle that reads it.
+        return compressed_reduce(self, self.__dict__)
 
     @property
     def url(self) -> str:
