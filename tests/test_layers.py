@@ -162,7 +162,7 @@ def test_the_worker_entry_point_and_the_runtime_package_import_no_heavy_library(
 # docs/architecture.md describes the same table. Packages are matched by their longest prefix.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundations", ("errors", "names", "faults", "scratch", "patterns", "documents", "packing", "features",
-                     "compat", "types", "storage")),  # compat: pangeo-forge's types, targets, alias (issue 17)
+                     "compat", "types", "storage", "packed_strings", "compressed_pickle")),  # compat: pangeo-forge's types, targets, alias (issue 17)
     ("pure model", ("schema", "schema_parts", "schema_pool", "input_checks", "zarr_encoding", "chunking", "rechunk",
                     "multistage", "store_plan", "store_template", "core.options", "compat.xarray_zarr_steps")),
     ("I/O", ("io", "openers", "hdf5_chunks")),

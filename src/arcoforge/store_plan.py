@@ -13,7 +13,7 @@ import copy
 import dataclasses
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,7 +84,7 @@ class StorePlan:
     # Appending: the store's length along append_dim before the append.
     append_origin: int = 0
     # The inputs the store holds once this plan is done (those held before an append, and the new).
-    ingested: tuple[str, ...] = ()
+    ingested: Sequence[str] = ()  # packed (arcoforge.packed_strings) when planned
     # Groups rechunked in two stages (see arcoforge.multistage): their grids are stage 2's.
     stages: dict[str, StagePlan] = field(default_factory=dict)
 

@@ -31,7 +31,7 @@ import os
 import re
 import socket
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import fsspec
@@ -60,13 +60,19 @@ def state_url(store_url: str) -> str:
 def fingerprint(document: Any) -> str:
     """A stable digest of a JSON-able description (of a write plan).
 
-    The digest of ``json.dumps(document, sort_keys=True, default=repr)``, hashed as it is
-    encoded: a plan of many inputs lists every URL, and its text is never held whole.
+    The digest of ``json.dumps(document, sort_keys=True, default=repr)`` (sequences that
+    are not lists, such as packed URLs, as lists), hashed as it is encoded: a plan of many
+    inputs lists every URL, and its text is never held whole.
     """
     digest = hashlib.sha256()
-    for chunk in json.JSONEncoder(sort_keys=True, default=repr).iterencode(document):
+    for chunk in json.JSONEncoder(sort_keys=True, default=lambda value: _as_json(value, repr)).iterencode(document):
         digest.update(chunk.encode())
     return digest.hexdigest()
+
+
+def _as_json(value: Any, otherwise: Any) -> Any:
+    """What JSON encodes for ``value``, which it cannot: a sequence as a list, anything else as ``otherwise(value)``."""
+    return list(value) if isinstance(value, Sequence) and not isinstance(value, (str, bytes)) else otherwise(value)
 
 
 def _now() -> dt.datetime:
@@ -92,7 +98,7 @@ class StoreState:
             return None
 
     def write_json(self, name: str, document: Mapping[str, Any]) -> None:
-        self._write(self._file(name), json.dumps(document, indent=2, default=str).encode())
+        self._write(self._file(name), json.dumps(document, indent=2, default=lambda value: _as_json(value, str)).encode())
 
     def _is_local(self) -> bool:
         return is_local_filesystem(self.fs)
