@@ -12,6 +12,7 @@ import pytest
 from arcoforge.io.state import StoreState, fingerprint
 from arcoforge.packed_strings import PackedStrings, pack_strings
 from arcoforge.schema import SchemaPool, combine_schemas
+from arcoforge.store_plan import recorded_description
 
 from .test_schema import daily, schemas_of, seq
 
@@ -63,3 +64,15 @@ def test_pools_pickle_compressed():
     assert len(blob) < len(plain) / 3, (len(blob), len(plain))
     again = pickle.loads(blob)
     assert list(again.urls()) == list(pool.urls()) and np.array_equal(again.positions("time"), pool.positions("time"))
+
+
+def test_plan_json_records_long_lists_by_count_ends_and_digest():
+    description = {"inputs": pack_strings(URLS), "lengths": [1] * len(URLS), "dims": {"time": len(URLS)},
+                   "chunks": {"sst": (1000, 4)}, "encoding": [("dtype", "float32")]}
+    record = recorded_description(description)
+    assert record["inputs"]["count"] == len(URLS) and record["inputs"]["first"] == URLS[0]
+    assert record["inputs"]["last"] == URLS[-1] and record["lengths"]["count"] == len(URLS)
+    assert record["dims"] == {"time": len(URLS)} and record["chunks"] == {"sst": [1000, 4]}
+    assert record["encoding"] == [["dtype", "float32"]] and json.loads(json.dumps(record)) == record
+    changed = recorded_description({**description, "inputs": pack_strings([*URLS[:-2], "other.nc", URLS[-1]])})
+    assert changed["inputs"]["sha256"] != record["inputs"]["sha256"]

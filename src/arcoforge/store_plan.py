@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
+import json
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -287,6 +289,33 @@ def store_url(target_root: str, store_name: str) -> str:
     from .names import join_under
 
     return join_under(target_root, store_name, "store_name")
+
+
+RECORDED_ITEMS = 100  # longer lists of a plan's description are recorded by count, ends and digest
+
+
+def recorded_description(description: Mapping[str, Any]) -> dict[str, Any]:
+    """A plan's description as ``plan.json`` records it: per-input lists (URLs, lengths) summarised.
+
+    The fingerprint is of the whole description; the record is for people, and a
+    list of a million URLs in it would be read by no one but cost every bake.
+
+    >>> recorded_description({"url": "s3://b/a.zarr", "inputs": [f"{i}.nc" for i in range(1000)]})["inputs"]["count"]
+    1000
+    """
+    def recorded(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {str(key): recorded(item) for key, item in value.items()}
+        if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+            if len(value) <= RECORDED_ITEMS:
+                return [recorded(item) for item in value]
+            digest = hashlib.sha256()
+            for item in value:
+                digest.update(json.dumps(item, default=repr).encode() + b"\n")
+            return {"count": len(value), "first": recorded(value[0]), "last": recorded(value[-1]),
+                    "sha256": digest.hexdigest()}
+        return value if value is None or isinstance(value, (str, int, float, bool)) else repr(value)
+    return recorded(description)
 
 
 def plan_description(plan: "StorePlan") -> dict[str, Any]:

@@ -47,7 +47,7 @@ from ..schema import InputSchema, SchemaPool, combine_schemas, input_schema
 from ..stac import provenance, provenance_attrs
 from ..io.state import StoreState, fingerprint, new_owner, task_id
 from ..io.zarr_store import publish_bake, with_documents, write_region, write_template
-from ..store_plan import StorePlan, plan_description, plan_store
+from ..store_plan import StorePlan, plan_description, plan_store, recorded_description
 from ..store_template import render_plan
 from .stages import (INTERMEDIATE, STAGE_ONE, cutting_grids, is_stage_one, prepare_intermediate, stage_one_key,
                      stage_one_needed, stage_one_work, stage_two_pieces, stage_two_tasks, write_stage_one)
@@ -280,7 +280,7 @@ def prepare_store(bake: BakePlan) -> str:
     if bake.mode in (Mode.NOTHING_NEW, Mode.RESUME, Mode.RESUME_APPEND):
         return plan.url
     state = store_state(plan.url, plan.storage_options)
-    recorded = json.loads(json.dumps(bake.description, default=repr))
+    recorded = recorded_description(bake.description)
     if bake.mode is Mode.APPEND:
         append_txn.begin(state, plan, bake.fingerprint)
         state.write_json("plan.json", {"fingerprint": bake.fingerprint, "plan": recorded})
