@@ -62,7 +62,10 @@ class CombineSchemas(beam.CombineFn):
         return pool.add(schema)
 
     def merge_accumulators(self, pools: Any) -> SchemaPool:
-        merged = SchemaPool()
+        pools = iter(pools)
+        merged = next(pools, None)  # Beam lets the first accumulator be modified and returned: no copy of it
+        if merged is None:
+            return SchemaPool()
         for pool in pools:
             merged.merge(pool)
         return merged
