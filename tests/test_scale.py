@@ -14,6 +14,7 @@ import time
 
 import apache_beam as beam
 import numpy as np
+import pytest
 import xarray as xr
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.runners.worker import data_plane
@@ -169,3 +170,13 @@ def test_many_inputs_reach_one_icechunk_commit_through_the_spill(tmp_path):
     assert ds.sst.encoding["chunks"] == (50, 2, 3)
     assert [entry.metadata.get("kind") for entry in history(url)][:2] == ["bake", "schema"]  # one commit
     assert not (tmp_path / ".arcoforge" / "many.icechunk" / "spill").exists()  # the spill was removed
+
+
+def test_no_inputs_is_refused_before_anything_is_planned(tmp_path):
+    """The combined schema has no default for no inputs (it would be one more copy of it), so a count refuses them."""
+    dims = af.FilePattern(lambda time: f"{time}.nc", af.ConcatDim("time", [0])).combine_dim_keys
+    with pytest.raises(af.SchemaError, match="the pattern produced no inputs"):
+        with beam.Pipeline() as pipeline:
+            pipeline | beam.Create([]) | af.StoreToZarr(store_name="none.zarr", combine_dims=dims,
+                                                        target_root=str(tmp_path))
+    assert not (tmp_path / "none.zarr").exists() and not (tmp_path / ".arcoforge").exists()

@@ -20,7 +20,7 @@ from ..core.options import construction_problems, raise_problems, store_option_p
 from ..core.bake import (BakePlan, StoreSpec, cut_spilled, finalize, for_workers, keep_variables, plan_with_lease,
                          prepare_store, read_schema, spill_inputs, stage_two_keys, write_spilled_task,
                          write_stage_two)
-from ..errors import RecipeError
+from ..errors import RecipeError, SchemaError
 from ..input_checks import DEFAULT_MAX_ATTR_BYTES
 from ..io.lease import DEFAULT_TTL
 from ..io.zarr_store import chunk_dimension_coordinates_like_data
@@ -100,16 +100,30 @@ def _write_and_count(task: tuple, bake: BakePlan, template_url: str, spec: Store
     return nbytes
 
 
+def _some_inputs(count: int) -> int:
+    if not count:
+        raise SchemaError("the pattern produced no inputs")
+    return count
+
+
 @dataclass
 class ReadSchemas(beam.PTransform):
-    """The schema of every input, combined as they come into one compact :class:`~arcoforge.schema.SchemaPool`."""
+    """The schema of every input, combined as they come into one compact :class:`~arcoforge.schema.SchemaPool`.
+
+    Without Beam's default for no inputs: that default passes the combined pool
+    through a side input, one more copy in the runner and one more decoding in
+    the worker that plans. No inputs is refused by a count of its own.
+    """
 
     spec: StoreSpec
 
     def expand(self, datasets: beam.PCollection) -> beam.PCollection:
+        _ = (datasets
+             | "Count inputs" >> beam.combiners.Count.Globally()
+             | "Refuse no inputs" >> beam.Map(_some_inputs))
         return (datasets
                 | "Read input schema" >> beam.Map(_read_and_count, spec=self.spec)
-                | "Collect schemas" >> beam.CombineGlobally(CombineSchemas()))
+                | "Collect schemas" >> beam.CombineGlobally(CombineSchemas()).without_defaults())
 
 
 @dataclass
