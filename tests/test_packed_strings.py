@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from arcoforge.io.state import StoreState, fingerprint
-from arcoforge.packed_strings import PackedStrings, pack_strings
+from arcoforge.packed_strings import PackedStrings, pack_if_strings, pack_strings
 from arcoforge.schema import SchemaPool, combine_schemas
 from arcoforge.store_plan import recorded_description
 
@@ -76,3 +76,9 @@ def test_plan_json_records_long_lists_by_count_ends_and_digest():
     assert record["encoding"] == [["dtype", "float32"]] and json.loads(json.dumps(record)) == record
     changed = recorded_description({**description, "inputs": pack_strings([*URLS[:-2], "other.nc", URLS[-1]])})
     assert changed["inputs"]["sha256"] != record["inputs"]["sha256"]
+
+
+def test_odd_sources_keep_the_urls_a_tuple():
+    """A preprocessor may set an input's encoding["source"] to something else than a str: kept as it is."""
+    assert pack_if_strings(["a.nc", None, ("b.nc", "c.nc"), "d.nc"]) == ("a.nc", None, ("b.nc", "c.nc"), "d.nc")
+    assert isinstance(pack_if_strings(["a.nc", None]), PackedStrings)

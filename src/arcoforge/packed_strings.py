@@ -81,7 +81,21 @@ class PackedStrings(Sequence):
 
 def pack_strings(values: Iterable[str | None]) -> PackedStrings:
     """``values`` packed; each must be a ``str`` or ``None``."""
+    packed = pack_if_strings(values)
+    if not isinstance(packed, PackedStrings):
+        odd = next(value for value in packed if value is not None and not isinstance(value, str))
+        raise TypeError(f"pack_strings takes str or None, not {type(odd).__name__}")
+    return packed
+
+
+def pack_if_strings(values: Iterable[Any]) -> Sequence[Any]:
+    """``values`` packed if each is a ``str`` or ``None``, else as a tuple (an input's odd "source").
+
+    >>> pack_if_strings(["a.nc", ("b.nc", "c.nc")])
+    ('a.nc', ('b.nc', 'c.nc'))
+    """
     buffer, ends, missing = bytearray(), array("q"), array("b")
+    values = iter(values)
     for value in values:
         if value is None:
             missing.append(1)
@@ -89,8 +103,12 @@ def pack_strings(values: Iterable[str | None]) -> PackedStrings:
             buffer += value.encode("utf-8", "surrogatepass")
             missing.append(0)
         else:
-            raise TypeError(f"pack_strings takes str or None, not {type(value).__name__}")
+            return (*_packed(buffer, ends, missing), value, *values)
         ends.append(len(buffer))
+    return _packed(buffer, ends, missing)
+
+
+def _packed(buffer: bytearray, ends: array, missing: array) -> PackedStrings:
     mask = np.frombuffer(missing, dtype=np.int8).astype(bool) if len(missing) else np.zeros(0, bool)
     return PackedStrings(bytes(buffer), np.frombuffer(ends, dtype=np.int64).copy() if len(ends) else
                          np.zeros(0, np.int64), mask if mask.any() else None)

@@ -300,8 +300,9 @@ def recorded_description(description: Mapping[str, Any]) -> dict[str, Any]:
     The fingerprint is of the whole description; the record is for people, and a
     list of a million URLs in it would be read by no one but cost every bake.
 
-    >>> recorded_description({"url": "s3://b/a.zarr", "inputs": [f"{i}.nc" for i in range(1000)]})["inputs"]["count"]
-    1000
+    >>> record = recorded_description({"url": "s3://b/a.zarr", "inputs": [f"{i}.nc" for i in range(1000)]})
+    >>> record["inputs"]["count"], record["inputs"]["last"]
+    (1000, '999.nc')
     """
     def recorded(value: Any) -> Any:
         if isinstance(value, Mapping):

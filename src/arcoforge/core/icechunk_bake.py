@@ -43,7 +43,7 @@ from ..io import icechunk_store as ics
 from ..io.spill import SpillRef, remove_spills
 from ..io.state import fingerprint
 from ..io.zarr_store import planned_array, with_documents, write_region
-from ..packed_strings import pack_strings
+from ..packed_strings import pack_if_strings
 from ..patterns import nitems_per_file
 from ..rechunk import assemble_task
 from ..runtime.memory import limit_netcdf_chunk_cache, release_freed_memory, worker_task_buffer
@@ -162,7 +162,8 @@ def _grown(plan: StorePlan, existing: ExistingStore, store: Any) -> StorePlan:
     documents = ics.get_keys(store, ["zarr.json", *(f"{name}/zarr.json" for name in plan.schema.variables)])
     return dataclasses.replace(
         plan, documents=grow_documents(documents, dim, plan.schema.dims[dim], plan.zarr_format),
-        append_origin=existing.length, ingested=pack_strings(itertools.chain(existing.ingested, (u for u in plan.schema.urls if u))))
+        append_origin=existing.length,
+        ingested=pack_if_strings(itertools.chain(existing.ingested, (u for u in plan.schema.urls if u))))
 
 
 def _commit_record(mode: Mode, plan: StorePlan, print_: str, added: list[str],

@@ -86,7 +86,7 @@ class _JSONArray(list):
 
 
 def _as_json(value: Any, otherwise: Any) -> Any:
-    """What JSON encodes for ``value``, which it cannot: a sequence as an array, anything else as ``otherwise(value)``."""
+    """What JSON encodes for ``value``, which it cannot: a sequence as an array, else ``otherwise(value)``."""
     if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
         return _JSONArray(value)
     return otherwise(value)

@@ -25,7 +25,7 @@ import zarr
 
 from ..documents import ROOT_ORDER, consolidated, grow_documents, is_metadata_key, publication_order
 from ..faults import checkpoint
-from ..packed_strings import pack_strings
+from ..packed_strings import pack_if_strings
 from ..store_plan import ExistingStore, StorePlan
 from ..store_template import encode_variable, render_plan
 from .state import StoreState
@@ -110,7 +110,7 @@ def with_documents(plan: "StorePlan", existing: "ExistingStore | None" = None) -
     A bake renders its template; an append grows the store's own documents along its dimension.
     """
     urls = plan.schema.urls  # shared with the schema rather than copied, unless some input has no URL
-    urls = urls if all(urls) else pack_strings(url for url in urls if url)
+    urls = urls if all(urls) else pack_if_strings(url for url in urls if url)
     if existing is None:
         rendered = render_plan(plan)
         documents = consolidated({k: v for k, v in rendered.items() if is_metadata_key(k)}, plan.zarr_format)
@@ -118,7 +118,7 @@ def with_documents(plan: "StorePlan", existing: "ExistingStore | None" = None) -
     held = read_documents(plan.url, list(plan.schema.variables), plan.zarr_format, plan.storage_options)
     documents = grow_documents(held, existing.append_dim, plan.schema.dims[existing.append_dim], plan.zarr_format)
     return dataclasses.replace(plan, documents=documents, append_origin=existing.length,
-                               ingested=pack_strings(itertools.chain(existing.ingested, urls)))
+                               ingested=pack_if_strings(itertools.chain(existing.ingested, urls)))
 
 
 def publish_bake(state: StoreState, plan: "StorePlan", plan_fingerprint: str) -> None:
