@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 import sys
@@ -82,3 +83,17 @@ def test_odd_sources_keep_the_urls_a_tuple():
     """A preprocessor may set an input's encoding["source"] to something else than a str: kept as it is."""
     assert pack_if_strings(["a.nc", None, ("b.nc", "c.nc"), "d.nc"]) == ("a.nc", None, ("b.nc", "c.nc"), "d.nc")
     assert isinstance(pack_if_strings(["a.nc", None]), PackedStrings)
+
+
+def test_a_pool_packs_the_urls_of_rows_as_it_holds_them():
+    schemas = schemas_of(seq(12), [daily(i, 1) for i in range(12)])
+    schemas[3] = dataclasses.replace(schemas[3], url=None)
+    schemas[7] = dataclasses.replace(schemas[7], url="dé/ü.nc")
+    pool = SchemaPool.of(schemas)
+    rows = np.array([11, 3, 0, 7, 7, 5])
+    packed = pool.packed_urls(rows)
+    assert isinstance(packed, PackedStrings) and packed == tuple(pool.urls(rows.tolist()))
+    assert packed == (schemas[11].url, None, schemas[0].url, "dé/ü.nc", "dé/ü.nc", schemas[5].url)
+    assert pool.packed_urls(np.array([], dtype=np.int64)) == ()
+    odd = SchemaPool.of([*schemas[:2], dataclasses.replace(schemas[2], url=("a.nc", "b.nc"))])
+    assert odd.packed_urls(np.array([2, 0])) == (("a.nc", "b.nc"), schemas[0].url)

@@ -19,7 +19,6 @@ import numpy as np
 import xarray as xr
 
 from .errors import SchemaError, describe_input
-from .packed_strings import pack_if_strings
 from .patterns import CombineOp, Dimension, Index
 from .schema_parts import DatasetSchema, InputSchema, VariableSchema
 from .schema_pool import SchemaPool, first_rows
@@ -211,7 +210,7 @@ def combine_schemas(
     dims = _sizes(pool, order, concat_dims, lengths)
     variables, merge_sources = _combine_variables(pool, order, merge_dims, dims)
     attr_rows = first_rows(pool.attrs_ids(), order)
-    urls = pack_if_strings(pool.urls(order.tolist()))  # ~8 bytes a URL beyond its own, not ~120
+    urls = pool.packed_urls(order)  # ~8 bytes a URL beyond its own, not ~120
     return DatasetSchema(
         dims=dims,
         variables=variables,

@@ -25,6 +25,7 @@ import numpy as np
 from .errors import describe_input
 from .patterns import Index
 from .compressed_pickle import compressed_reduce
+from .packed_strings import PackedStrings, pack_if_strings
 from .schema_parts import InputSchema
 
 COMPACT_EVERY = 1024  # small arrays gathered before they are concatenated into one
@@ -289,14 +290,34 @@ class SchemaPool:
         return Index({dim: dataclasses.replace(template, value=int(self._positions[start + i]))
                       for i, (dim, _, template) in enumerate(layout)})
 
+    def _url_starts(self) -> np.ndarray:
+        def compute() -> np.ndarray:
+            lengths = np.maximum(_numpy(self._url_lengths, "i"), 0).astype(np.int64)
+            return np.cumsum(lengths) - lengths
+        return self._cached("url_starts", compute)
+
     def url(self, row: int) -> str | None:
         length = self._url_lengths[row]
         if length < 0:
             return self._odd_urls[row]
-        starts = self._cached("url_starts", lambda: np.cumsum(np.maximum(_numpy(self._url_lengths, "i"), 0))
-                              - np.maximum(_numpy(self._url_lengths, "i"), 0))
-        start = int(starts[row])
+        start = int(self._url_starts()[row])
         return self._urls[start:start + length].decode("utf-8", "surrogatepass")
+
+    def packed_urls(self, rows: np.ndarray) -> Sequence[str | None]:
+        """The URLs of ``rows`` as :class:`~arcoforge.packed_strings.PackedStrings`, their bytes copied as they
+        are held (a tuple if one is neither a str nor None: see :func:`~arcoforge.packed_strings.pack_if_strings`)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        lengths = _numpy(self._url_lengths, "i")[rows].astype(np.int64)
+        missing = lengths < 0
+        if any(self._odd_urls[int(row)] is not None for row in rows[missing]):
+            return pack_if_strings(self.urls(rows.tolist()))
+        lengths[missing] = 0
+        held, starts, gathered = memoryview(self._urls), self._url_starts()[rows], bytearray()
+        for first in range(0, len(rows), 4096):  # joined a block at a time: few slice objects alive at once
+            block = slice(first, first + 4096)
+            gathered += b"".join([held[start:start + length]
+                                  for start, length in zip(starts[block].tolist(), lengths[block].tolist())])
+        return PackedStrings(bytes(gathered), np.cumsum(lengths), missing if missing.any() else None)
 
     def urls(self, rows: Iterable[int] | None = None) -> Iterator[str | None]:
         """The URLs of ``rows`` (default: every input, in the order added)."""
