@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
 import json
 import logging
 import os
@@ -92,6 +93,21 @@ def _as_json(value: Any, otherwise: Any) -> Any:
     return otherwise(value)
 
 
+def json_bytes(document: Any) -> bytes:
+    """``document`` as indented JSON text, UTF-8, built a chunk at a time (sequences streamed as arrays).
+
+    ``"".join`` of the encoder's chunks would first list them all: ~70 bytes of
+    objects for each of the ~3 chunks a URL of a 100,000-input plan takes.
+
+    >>> json_bytes({"urls": ("a.nc", "b.nc")}) == json.dumps({"urls": ["a.nc", "b.nc"]}, indent=2).encode()
+    True
+    """
+    text = io.BytesIO()
+    for chunk in json.JSONEncoder(indent=2, default=lambda value: _as_json(value, str)).iterencode(document):
+        text.write(chunk.encode())
+    return text.getvalue()
+
+
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
@@ -115,8 +131,7 @@ class StoreState:
             return None
 
     def write_json(self, name: str, document: Mapping[str, Any]) -> None:
-        encoder = json.JSONEncoder(indent=2, default=lambda value: _as_json(value, str))
-        self._write(self._file(name), "".join(encoder.iterencode(document)).encode())
+        self._write(self._file(name), json_bytes(document))
 
     def _is_local(self) -> bool:
         return is_local_filesystem(self.fs)

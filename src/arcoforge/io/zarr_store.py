@@ -138,7 +138,7 @@ def publish_bake(state: StoreState, plan: "StorePlan", plan_fingerprint: str) ->
         "fingerprint": plan_fingerprint,
         "lengths": {dim: plan.schema.dims[dim] for dim in plan.schema.concat_dims},
         "n_tasks": plan.n_tasks,
-        "ingested": list(plan.ingested),
+        "ingested": plan.ingested,  # packed, and streamed as it is written: no list of every URL
     })
     checkpoint("bake.complete")
 
