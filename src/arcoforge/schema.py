@@ -203,7 +203,7 @@ def combine_schemas(
     for dim in concat_dims:
         references = _concat_references(pool, order, dim, dict(nitems_per_file or {}).get(dim),
                                         first_positions.get(dim, 0))
-        lengths[dim] = np.array([pool.dims(row)[dim] for row in references.tolist()], dtype=np.int64)
+        lengths[dim] = pool.sizes_along(dim)[references]  # (no Python int per input: planning's heap stays flat)
         offsets[dim] = np.concatenate([[0], np.cumsum(lengths[dim])[:-1]]).astype(np.int64)
         if (pool.coordinate_lengths(dim)[references] != -1).all():
             concat_coords[dim] = pool.gather_coordinate(dim, references)
@@ -234,8 +234,7 @@ def _concat_references(pool: SchemaPool, order: np.ndarray, dim: str, expected: 
     Every input must have ``expected`` items along ``dim`` (when given) and as many
     as the other inputs at its position; the positions must run on from ``first``.
     """
-    table = np.array([sizes.get(dim, -1) for sizes in pool.dims_table()], dtype=np.int64)
-    sizes = table[pool.dims_ids()[order]]
+    sizes = pool.sizes_along(dim)[order]
     if (sizes < 0).any():
         raise KeyError(dim)  # an input without the dimension (input_schema refuses those)
     positions = pool.positions(dim)[order]

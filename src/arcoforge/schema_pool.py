@@ -359,9 +359,10 @@ class SchemaPool:
     def dims_ids(self) -> np.ndarray:
         return _numpy(self._dims_of, "i")
 
-    def dims_table(self) -> list[dict[str, int]]:
-        """The distinct sizes, by the ids :meth:`dims_ids` gives."""
-        return self._dims.values
+    def sizes_along(self, dim: str) -> np.ndarray:
+        """Every input's size along ``dim`` (-1: it lacks the dimension), from the distinct sizes."""
+        table = np.array([sizes.get(dim, -1) for sizes in self._dims.values], dtype=np.int64)
+        return table[self.dims_ids()] if len(self) else np.empty(0, np.int64)
 
     def layout_names(self) -> list[list[str]]:
         """The dimension names of each distinct index layout."""
