@@ -73,3 +73,30 @@ def test_dataflow_checks_see_the_inputs_of_compact_creates():
     compact_creates(pipeline)
     assert _pattern_urls(pipeline) == [url for _, url in items]
     assert _pattern_inputs(pipeline) == len(items)
+
+
+def test_a_recipe_chain_compacts_its_large_creates_before_they_are_applied():
+    """No encoded copy is ever made; labels, the recipe's own Create, pruning and the elements are as before."""
+    from apache_beam.transforms.ptransform import _ChainedPTransform
+
+    from arcoforge.beam.create import compact_chain
+    from arcoforge.feedstock import prune_pipeline
+
+    items = _items(MIN_VALUES + 77)  # a length no other test's Create has
+    create = beam.Create(items)
+    recipe = create | beam.Map(lambda item: item[1]) | "Named" >> beam.Create(items[:3])
+    compacted = compact_chain(recipe)
+    assert isinstance(compacted, _ChainedPTransform) and compacted.label == recipe.label
+    assert type(compacted._parts[0]) is CompactCreate and compacted._parts[0].label == "Create"
+    assert type(compacted._parts[2].transform) is beam.Create  # small: left alone
+    assert isinstance(create.values, CompactValues) and list(create.values) == items
+
+    pipeline = beam.Pipeline(runner=local_runner(2))
+    urls = pipeline | compact_chain(create | beam.Map(lambda item: item[1]))
+    assert _encoded_lists(len(items)) == []
+    assert_that(urls, equal_to([url for _, url in items]))
+    pipeline.run().wait_until_finish()
+
+    pruned = beam.Pipeline()
+    _ = pruned | compact_chain(beam.Create(items))
+    assert prune_pipeline(pruned, 2).kept == 2

@@ -195,7 +195,7 @@ def _bake_recipe(ref: Any, config: Any, events: Events, *, prune: int | None, dr
 
     import apache_beam as beam
 
-    from .beam.create import compact_creates
+    from .beam.create import compact_chain, compact_creates
     from .errors import RecipeError
     from .feedstock import prune_pipeline, pruned_recipe
     from .runtime.pipeline_options import dataflow_job_name
@@ -242,7 +242,8 @@ def _bake_recipe(ref: Any, config: Any, events: Events, *, prune: int | None, dr
         except ValueError as error:  # Beam's own check of the options (project id, locations...)
             raise RecipeError(f"{choice.name} options are not valid: {' '.join(str(error).split())}") from None
         stack.callback(discard_unrun, pipeline)  # run() removes its folder; a dry run or a failed build does not
-        _ = pipeline | inject(hooked or ref.transform, context, installed_injection_specs())
+        # Large Creates compact before they are applied (their expansion would encode every input).
+        _ = pipeline | inject(compact_chain(hooked or ref.transform), context, installed_injection_specs())
         if prune and hooked is None:
             pruned = prune_pipeline(pipeline, prune, f"recipe {ref.id!r}")
             outcome.inputs_total = pruned.kept

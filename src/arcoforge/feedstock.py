@@ -22,6 +22,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.pipeline import PTransformOverride
 
+from .beam.create import CompactCreate
 from .errors import RecipeError
 
 logger = logging.getLogger(__name__)
@@ -418,7 +419,7 @@ class _PruneCreates(PTransformOverride):
 
     def matches(self, applied: Any) -> bool:
         transform = applied.transform
-        return (type(transform) is beam.Create and len(transform.values) > 0
+        return (type(transform) in (beam.Create, CompactCreate) and len(transform.values) > 0
                 and all(is_pattern_item(v) for v in transform.values))
 
     def get_replacement_transform_for_applied_ptransform(self, applied: Any) -> beam.PTransform:
@@ -427,7 +428,7 @@ class _PruneCreates(PTransformOverride):
         self.report.total += len(values)
         self.report.kept += len(kept)
         self.report.creates += 1
-        return beam.Create(kept, reshuffle=applied.transform.reshuffle)
+        return beam.Create(kept, reshuffle=getattr(applied.transform, "reshuffle", True))
 
 
 def prune_pipeline(pipeline: beam.Pipeline, nkeep: int, what: str = "the recipe") -> PruneReport:

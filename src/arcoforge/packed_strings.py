@@ -26,8 +26,8 @@ class PackedStrings(Sequence):
 
     __slots__ = ("_buffer", "_ends", "_missing")
 
-    def __init__(self, buffer: bytes, ends: np.ndarray, missing: np.ndarray | None = None) -> None:
-        self._buffer = buffer
+    def __init__(self, buffer: bytes | bytearray, ends: np.ndarray, missing: np.ndarray | None = None) -> None:
+        self._buffer = buffer  # (a bytearray filled in place is kept as it is, not copied; never changed here)
         self._ends = ends  # int64: where each string ends in the buffer
         self._missing = missing  # bool per string (None: no string is missing)
 
@@ -66,7 +66,7 @@ class PackedStrings(Sequence):
         return NotImplemented
 
     def __hash__(self) -> int:
-        return hash((self._buffer, self._ends.tobytes(), self._missing_mask().tobytes()))
+        return hash((bytes(self._buffer), self._ends.tobytes(), self._missing_mask().tobytes()))
 
     def _missing_mask(self) -> np.ndarray:
         return self._missing if self._missing is not None else np.zeros(len(self), dtype=bool)

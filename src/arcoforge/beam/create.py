@@ -89,13 +89,39 @@ class CompactCreate(beam.PTransform):
                 | "Values" >> beam.FlatMap(_values_of_shard, shards=shards).with_output_types(output_type))
 
 
+def compact_chain(recipe: Any) -> Any:
+    """``recipe`` (a chain of steps) with each large ``beam.Create`` in it a :class:`CompactCreate`, before it is applied.
+
+    Beam's Create encodes every value when it is applied; done after, the
+    replacement leaves that heap behind. Measured building a 100,000-input
+    recipe: the bake process then holds 277 MB rather than 286 (10,000 inputs:
+    270 and 274). The recipe's own Create keeps its values compacted, and its
+    label. A Create nested in a composite step is left to :func:`compact_creates`.
+    """
+    from apache_beam.transforms.ptransform import _ChainedPTransform, _NamedPTransform
+
+    if isinstance(recipe, _ChainedPTransform):
+        return _ChainedPTransform(*(compact_chain(part) for part in recipe._parts))
+    if isinstance(recipe, _NamedPTransform):
+        return _NamedPTransform(compact_chain(recipe.transform), recipe.label)
+    if _is_large_create(recipe):
+        recipe.values = CompactValues(recipe.values)
+        compact = CompactCreate(recipe.values)
+        compact.label = recipe.label
+        return compact
+    return recipe
+
+
+def _is_large_create(transform: Any) -> bool:
+    return type(transform) is beam.Create and transform.reshuffle and len(transform.values) >= MIN_VALUES
+
+
 class _CompactCreates(PTransformOverride):
     def __init__(self) -> None:
         self.replaced: list[Any] = []
 
     def matches(self, applied: Any) -> bool:
-        transform = applied.transform
-        return type(transform) is beam.Create and transform.reshuffle and len(transform.values) >= MIN_VALUES
+        return _is_large_create(applied.transform)
 
     def get_replacement_transform_for_applied_ptransform(self, applied: Any) -> beam.PTransform:
         values = CompactValues(applied.transform.values)
