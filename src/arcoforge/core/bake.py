@@ -344,8 +344,14 @@ def for_workers(bake: BakePlan) -> BakePlan:
 
 
 def plan_for_workers(plan: StorePlan) -> StorePlan:
-    """A store plan without its inputs' URLs (see :func:`for_workers`)."""
-    return dataclasses.replace(plan, schema=dataclasses.replace(plan.schema, urls=()), ingested=())
+    """A store plan without its inputs' URLs nor its concat coordinates' values (see :func:`for_workers`).
+
+    The coordinates are written with the template (or the append journal); cutting only
+    asks whether a variable is one, so each keeps its name and dtype, with no values.
+    """
+    coords = {dim: values[:0].copy() for dim, values in plan.schema.concat_coords.items()}
+    return dataclasses.replace(plan, schema=dataclasses.replace(plan.schema, urls=(), concat_coords=coords),
+                               ingested=())
 
 
 def spill_inputs(batch: list[tuple[Index, LazyInput]], spec: StoreSpec) -> SpillRef:
