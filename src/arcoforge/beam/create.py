@@ -12,8 +12,9 @@ compactly) — most of what a bake of 10^5 inputs grew by in that process.
 same order within each shard: values travel compressed in shards of
 :data:`VALUES_PER_SHARD`, and what is reshuffled is the shard numbers, so
 workers still share the inputs while the runner holds a few bytes per shard.
-:func:`compact_creates` puts it in place of each large ``beam.Create`` of a
-built pipeline (``arcoforge bake`` does so); smaller ones are left as they are.
+:func:`compact_chain` puts it in place of each large ``beam.Create`` of a
+recipe's chain before it is applied, and :func:`compact_creates` of those left
+in a built pipeline (``arcoforge bake`` does both); smaller ones are left as they are.
 The replaced Create keeps its values as :class:`CompactValues`, and the steps
 Beam expanded it into, which held every value encoded, are let go: the bake
 process then holds a few bytes per input rather than ~0.6 kB.
