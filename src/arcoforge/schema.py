@@ -203,7 +203,7 @@ def combine_schemas(
     for dim in concat_dims:
         references = _concat_references(pool, order, dim, dict(nitems_per_file or {}).get(dim),
                                         first_positions.get(dim, 0))
-        lengths[dim] = pool.sizes_along(dim)[references]  # (no Python int per input: planning's heap stays flat)
+        lengths[dim] = pool.sizes_along(dim)[references]  # by column: no Python int per input
         offsets[dim] = np.concatenate([[0], np.cumsum(lengths[dim])[:-1]]).astype(np.int64)
         if (pool.coordinate_lengths(dim)[references] != -1).all():
             concat_coords[dim] = pool.gather_coordinate(dim, references)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import apache_beam as beam
 
+from ..compressed_pickle import Sealed, opened
 from ..core.bake import StoreSpec
 from ..errors import RecipeError, require_package
 from ..core.icechunk_bake import (IcechunkBake, commit_icechunk, for_workers, plan_icechunk_bake, prepare_icechunk,
@@ -21,7 +22,6 @@ from ..core.icechunk_bake import (IcechunkBake, commit_icechunk, for_workers, pl
 from ..io.icechunk_store import quiet_icechunk_logs
 from ..runtime.context import resolve_context
 from .common import count
-from ..compressed_pickle import Sealed, opened
 from ..schema import SchemaPool
 from .store import ReadSchemas, StoreToZarr, spilled_tasks
 
