@@ -97,3 +97,8 @@ def test_a_pool_packs_the_urls_of_rows_as_it_holds_them():
     assert pool.packed_urls(np.array([], dtype=np.int64)) == ()
     odd = SchemaPool.of([*schemas[:2], dataclasses.replace(schemas[2], url=("a.nc", "b.nc"))])
     assert odd.packed_urls(np.array([2, 0])) == (("a.nc", "b.nc"), schemas[0].url)
+
+
+@pytest.mark.parametrize("values", [["a.nc", "b.nc"], ["a.nc", None], ["", "b.nc"], [None], [""], []])
+def test_all_present_is_all_without_decoding(values):
+    assert pack_strings(values).all_present() is all(values)

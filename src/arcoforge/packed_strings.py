@@ -68,6 +68,15 @@ class PackedStrings(Sequence):
     def __hash__(self) -> int:
         return hash((bytes(self._buffer), self._ends.tobytes(), self._missing_mask().tobytes()))
 
+    def all_present(self) -> bool:
+        """``all(self)`` without decoding a string: none is ``None`` and none is empty.
+
+        >>> pack_strings(["a.nc", "b.nc"]).all_present(), pack_strings(["a.nc", ""]).all_present()
+        (True, False)
+        """
+        lengths = np.diff(self._ends, prepend=0)
+        return bool((lengths > 0).all()) and not self._missing_mask().any()
+
     def _missing_mask(self) -> np.ndarray:
         return self._missing if self._missing is not None else np.zeros(len(self), dtype=bool)
 

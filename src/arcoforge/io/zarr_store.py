@@ -25,7 +25,7 @@ import zarr
 
 from ..documents import ROOT_ORDER, consolidated, grow_documents, is_metadata_key, publication_order
 from ..faults import checkpoint
-from ..packed_strings import pack_if_strings
+from ..packed_strings import PackedStrings, pack_if_strings
 from ..store_plan import ExistingStore, StorePlan
 from ..store_template import encode_variable, render_plan
 from .state import StoreState
@@ -110,7 +110,8 @@ def with_documents(plan: "StorePlan", existing: "ExistingStore | None" = None) -
     A bake renders its template; an append grows the store's own documents along its dimension.
     """
     urls = plan.schema.urls  # shared with the schema rather than copied, unless some input has no URL
-    urls = urls if all(urls) else pack_if_strings(url for url in urls if url)
+    present = urls.all_present() if isinstance(urls, PackedStrings) else all(urls)  # (no URL decoded)
+    urls = urls if present else pack_if_strings(url for url in urls if url)
     if existing is None:
         rendered = render_plan(plan)
         documents = consolidated({k: v for k, v in rendered.items() if is_metadata_key(k)}, plan.zarr_format)
