@@ -103,6 +103,25 @@ def test_pattern_from_file_sequence():
     assert pattern.concat_sequence_lens == {"time": 6}
 
 
+
+def test_a_file_sequence_pattern_keeps_its_paths_packed_and_takes_any_path_like():
+    import pathlib
+    import tracemalloc
+
+    paths = [f"/archive/sst/hourly/{i:07d}.nc" for i in range(20_000)]
+    tracemalloc.start()
+    # Paths made afresh (as from a listing), so that what the pattern holds is its own.
+    pattern = pattern_from_file_sequence((f"/archive/sst/hourly/{i:07d}.nc" for i in range(20_000)), "time",
+                                         nitems_per_file=1)
+    held = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    # ~30 bytes of path and 8 of offset each; a list of str and of int keys is ~130 bytes a path.
+    assert held < 50 * len(paths), held
+    assert [u for _, u in pattern.items()] == paths
+    assert pattern.prune(2).shape == (2,)
+    mixed = pattern_from_file_sequence([pathlib.Path("a.nc"), "b.nc"], "time")
+    assert [u for _, u in mixed.items()] == [pathlib.Path("a.nc"), "b.nc"]
+
 @pytest.mark.parametrize(
     "build, message",
     [

@@ -27,6 +27,8 @@ from itertools import product
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlparse, urlunparse
 
+from .packed_strings import pack_if_strings
+
 
 class CombineOp(Enum):
     """How the files along one dimension of a pattern are combined."""
@@ -441,17 +443,21 @@ def pattern_from_file_sequence(
 ) -> FilePattern:
     """A pattern of files concatenated, in the given order, along one dimension.
 
+    The pattern keeps the paths packed (one buffer, as :mod:`arcoforge.packed_strings`)
+    and its keys as a ``range``: at 100,000 inputs ~5 MB rather than the ~14 MB of
+    a list of ``str`` and a list of keys.
+
     >>> pattern = pattern_from_file_sequence(["a.nc", "b.nc"], "time")
     >>> [url for _, url in pattern.items()]
     ['a.nc', 'b.nc']
     """
-    files = list(file_list)
+    files = pack_if_strings(file_list)
 
     def format_function(**key_values: int) -> str:
         return files[key_values[concat_dim]]
 
     return FilePattern(
         format_function,
-        ConcatDim(concat_dim, list(range(len(files))), nitems_per_file),
+        ConcatDim(concat_dim, range(len(files)), nitems_per_file),
         **kwargs,
     )
