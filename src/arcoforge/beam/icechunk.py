@@ -22,13 +22,13 @@ from ..core.icechunk_bake import (IcechunkBake, commit_icechunk, for_workers, pl
 from ..io.icechunk_store import quiet_icechunk_logs
 from ..runtime.context import resolve_context
 from .common import count
-from ..schema import SchemaPool
+from ..schema_pool import PoolInParts
 from .store import ReadSchemas, StoreToZarr, spilled_tasks
 
 
-def _plan(pool: Sealed[SchemaPool], spec: StoreSpec, branch: str) -> IcechunkBake:
+def _plan(parts: Sealed[PoolInParts], spec: StoreSpec, branch: str) -> IcechunkBake:
     quiet_icechunk_logs()
-    return plan_icechunk_bake(spec, opened(pool), branch)
+    return plan_icechunk_bake(spec, opened(parts).whole(), branch)
 
 
 def _write_and_count(task: tuple, bake: IcechunkBake, fork: bytes, spec: StoreSpec) -> bytes:

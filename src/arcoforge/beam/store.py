@@ -29,8 +29,8 @@ from ..patterns import Dimension, Index, check_combine_dims
 from ..multistage import DEFAULT_THRESHOLD
 from ..rechunk import MAX_PIECES_PER_TASK
 from ..runtime.context import BakeContext, RequiredAtRuntimeDefault, resolve_context
-from ..runtime.memory import local_data_budget
-from ..schema import SchemaPool
+from ..runtime.memory import hand_back_freed_memory, local_data_budget
+from ..schema_pool import PoolInParts
 from ..io.spill import SpillRef
 from ..io.state import new_owner
 from ..store_plan import DEFAULT_MAX_MEM, store_url
@@ -54,37 +54,51 @@ def _read_and_count(element: tuple[Index, Any], spec: StoreSpec) -> Any:
 
 
 class CombineSchemas(beam.CombineFn):
-    """Input schemas into one :class:`~arcoforge.schema.SchemaPool`, as they come (structures kept once).
+    """Input schemas into one :class:`~arcoforge.schema_pool.PoolInParts`, as they come (structures kept once).
 
-    Accumulators cross the shuffle, and the combined pool leaves, :class:`~arcoforge.compressed_pickle.Sealed`:
-    a worker keeps the last element a step with arguments was given, and what it
-    keeps is then the pool's compressed pickle (measured at 100,000 inputs: the
-    worker that plans held ~11 MB less through its write tasks).
+    A worker holds its accumulator while it reads its inputs: sealed parts of a
+    few thousand inputs (~10 B an input) rather than one open pool (~90 B).
+    Accumulators cross the shuffle, and the combined parts leave,
+    :class:`~arcoforge.compressed_pickle.Sealed`: a worker keeps the last element
+    a step with arguments was given, and what it keeps is then compressed. The
+    parts are opened into one pool only where the bake is planned.
     """
 
-    def create_accumulator(self) -> SchemaPool:
-        return SchemaPool()
+    def create_accumulator(self) -> PoolInParts:
+        return PoolInParts()
 
-    def add_input(self, pool: SchemaPool | Sealed[SchemaPool], schema: Any) -> SchemaPool:
-        return opened(pool).add(schema)
+    def add_input(self, parts: PoolInParts | Sealed[PoolInParts], schema: Any) -> PoolInParts:
+        return opened(parts).add(schema)
 
-    def compact(self, pool: SchemaPool | Sealed[SchemaPool]) -> Sealed[SchemaPool]:
-        return pool if isinstance(pool, Sealed) else Sealed.of(pool)
+    def compact(self, parts: PoolInParts | Sealed[PoolInParts]) -> Sealed[PoolInParts]:
+        return parts if isinstance(parts, Sealed) else Sealed.of(parts)
 
-    def merge_accumulators(self, pools: Any) -> SchemaPool:
-        pools = iter(pools)
-        # Beam lets the first accumulator be modified and returned; a sealed one opens as a new pool anyway.
-        merged = opened(next(pools, None)) or SchemaPool()
-        for pool in pools:
-            merged.merge(opened(pool))
-        return merged
+    def merge_accumulators(self, accumulators: Any) -> PoolInParts:
+        accumulators = iter(accumulators)
+        return (opened(next(accumulators, None)) or PoolInParts()).join(accumulators)
 
-    def extract_output(self, pool: SchemaPool | Sealed[SchemaPool]) -> Sealed[SchemaPool]:
-        return self.compact(pool)
+    def extract_output(self, parts: PoolInParts | Sealed[PoolInParts]) -> Sealed[PoolInParts]:
+        return self.compact(opened(parts).join(()))
 
 
-def _plan(pool: Sealed[SchemaPool], spec: StoreSpec) -> BakePlan:
-    return plan_with_lease(spec, opened(pool))
+def _plan(parts: Sealed[PoolInParts], spec: StoreSpec) -> Sealed[BakePlan]:
+    """The plan, sealed: the steps it passes to keep their last element (see CombineSchemas), and
+    planning's transients are handed back to the OS, not kept in this worker's heap through its writes."""
+    plan = Sealed.of(plan_with_lease(spec, opened(parts).whole()))
+    hand_back_freed_memory()
+    return plan
+
+
+def _prepare(bake: Sealed[BakePlan]) -> str:
+    return prepare_store(opened(bake))
+
+
+def _plan_for_workers(bake: Sealed[BakePlan]) -> BakePlan:
+    return for_workers(opened(bake))
+
+
+def _finalize(total: int, bake: Sealed[BakePlan]) -> str:
+    return finalize(total, opened(bake))
 
 
 def _cut_and_count(batch: SpillRef, bake: BakePlan, spec: StoreSpec) -> list[tuple[tuple, SpillRef]]:
@@ -117,7 +131,7 @@ def _some_inputs(count: int) -> int:
 
 @dataclass
 class ReadSchemas(beam.PTransform):
-    """The schema of every input, combined as they come into one compact :class:`~arcoforge.schema.SchemaPool`
+    """The schema of every input, combined as they come into compact :class:`~arcoforge.schema_pool.PoolInParts`
     (sealed: :class:`CombineSchemas`).
 
     Without Beam's default for no inputs: that default passes the combined pool
@@ -150,7 +164,7 @@ class PrepareStore(beam.PTransform):
     """Write the template (or the append journal); outputs the store's URL once it is there."""
 
     def expand(self, plan: beam.PCollection) -> beam.PCollection:
-        return plan | "Prepare" >> beam.Map(prepare_store)
+        return plan | "Prepare" >> beam.Map(_prepare)
 
 
 @dataclass
@@ -239,7 +253,7 @@ class Finalize(beam.PTransform):
     plan: Any  # the planned bake, as a singleton side input
 
     def expand(self, total: beam.PCollection) -> beam.PCollection:
-        return total | "Publish" >> beam.Map(finalize, bake=self.plan)
+        return total | "Publish" >> beam.Map(_finalize, bake=self.plan)
 
 
 @dataclass
@@ -368,7 +382,7 @@ class StoreToZarr(beam.PTransform):
         plan = (datasets
                 | "Read input schemas" >> ReadSchemas(spec)
                 | "Plan store" >> PlanBake(spec))
-        plan_view = beam.pvalue.AsSingleton(plan | "Plan for workers" >> beam.Map(for_workers))
+        plan_view = beam.pvalue.AsSingleton(plan | "Plan for workers" >> beam.Map(_plan_for_workers))
         template = plan | "Write template" >> PrepareStore()
         # Spilled as they are opened, like reading schemas: opened inputs never wait in the runner for the plan.
         written = (spilled_tasks(datasets, plan_view, spec)

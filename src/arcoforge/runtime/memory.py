@@ -171,6 +171,21 @@ def release_freed_memory() -> None:
         libc.malloc_trim(0)
 
 
+def hand_back_freed_memory() -> None:
+    """Hand the heap memory this process has freed back to the OS now, even in a worker that keeps it.
+
+    For a step that runs once and frees many MB at once: planning a bake opens
+    the schema pool and builds the plan beside it (at 100,000 inputs a traced
+    peak ~17 MB above that of 10,000). A worker keeps freed memory for its next
+    task (:func:`keep_freed_memory_for_reuse`), and it would keep this through
+    all its write tasks. Measured at 100,000 inputs: that worker's RSS after
+    planning, +44 MiB rather than +53. No-op off glibc.
+    """
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
 _task_buffer = TaskBuffer()
 
 
