@@ -239,3 +239,33 @@ def test_the_coordinating_process_returns_blocks_of_megabytes_when_they_are_free
     """Side inputs and stage outputs of a few MB must not fragment the runner's heaps (issue 16)."""
     assert _returned_mib(FREED_AFTER_A_LARGER_BLOCK, "default") < 10
     assert _returned_mib(FREED_AFTER_A_LARGER_BLOCK, "limit") > 70
+
+
+FREED_BY_A_ONE_OFF_STEP = """import contextlib
+from arcoforge.runtime.memory import keep_freed_memory_for_reuse, one_off_allocations
+assert keep_freed_memory_for_reuse()  # a worker: freed memory is kept for the next task
+
+def step_then_free(step) -> int:
+    with step:  # a plan's per-input arrays, and one small block allocated after them that outlives the step
+        blocks = [libc.malloc(2**20) for _ in range(160)]
+        for block in blocks:
+            ctypes.memset(block, 1, 2**20)
+        kept = libc.malloc(64 * 2**10)
+        ctypes.memset(kept, 1, 64 * 2**10)
+        before = rss()
+        for block in blocks:
+            libc.free(block)
+    return (before - rss()) // 2**20
+
+first = step_then_free(one_off_allocations() if sys.argv[1] == "one-off" else contextlib.nullcontext())
+again = step_then_free(contextlib.nullcontext())  # after the step: the worker's own settings again
+print(first * 1000 + again)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is glibc's")
+def test_a_worker_hands_back_what_a_one_off_step_freed_and_keeps_its_tasks_memory():
+    """What planning freed must not stay in the planning worker's heap through its write tasks (issue 16)."""
+    plain, one_off = _returned_mib(FREED_BY_A_ONE_OFF_STEP, "plain"), _returned_mib(FREED_BY_A_ONE_OFF_STEP, "one-off")
+    assert plain // 1000 < 10 and plain % 1000 < 10
+    assert one_off // 1000 > 120 and one_off % 1000 < 10

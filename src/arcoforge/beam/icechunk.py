@@ -21,6 +21,7 @@ from ..core.icechunk_bake import (IcechunkBake, commit_icechunk, for_workers, pl
                                   write_spilled_icechunk_task)
 from ..io.icechunk_store import quiet_icechunk_logs
 from ..runtime.context import resolve_context
+from ..runtime.memory import one_off_allocations
 from .common import count
 from ..schema_pool import PoolInParts
 from .store import ReadSchemas, StoreToZarr, spilled_tasks
@@ -28,7 +29,8 @@ from .store import ReadSchemas, StoreToZarr, spilled_tasks
 
 def _plan(parts: Sealed[PoolInParts], spec: StoreSpec, branch: str) -> IcechunkBake:
     quiet_icechunk_logs()
-    return plan_icechunk_bake(spec, opened(parts).whole(), branch)
+    with one_off_allocations():  # (see StoreToZarr's plan)
+        return plan_icechunk_bake(spec, opened(parts).whole(), branch)
 
 
 def _write_and_count(task: tuple, bake: IcechunkBake, fork: bytes, spec: StoreSpec) -> bytes:

@@ -29,7 +29,7 @@ from ..patterns import Dimension, Index, check_combine_dims
 from ..multistage import DEFAULT_THRESHOLD
 from ..rechunk import MAX_PIECES_PER_TASK
 from ..runtime.context import BakeContext, RequiredAtRuntimeDefault, resolve_context
-from ..runtime.memory import hand_back_freed_memory, local_data_budget
+from ..runtime.memory import local_data_budget, one_off_allocations
 from ..schema_pool import PoolInParts
 from ..io.spill import SpillRef
 from ..io.state import new_owner
@@ -83,22 +83,24 @@ class CombineSchemas(beam.CombineFn):
 
 def _plan(parts: Sealed[PoolInParts], spec: StoreSpec) -> Sealed[BakePlan]:
     """The plan, sealed: the steps it passes to keep their last element (see CombineSchemas), and
-    planning's transients are handed back to the OS, not kept in this worker's heap through its writes."""
-    plan = Sealed.of(plan_with_lease(spec, opened(parts).whole()))
-    hand_back_freed_memory()
-    return plan
+    planning's memory is handed back to the OS, not kept in this worker's heap through its writes."""
+    with one_off_allocations():
+        return Sealed.of(plan_with_lease(spec, opened(parts).whole()))
 
 
 def _prepare(bake: Sealed[BakePlan]) -> str:
-    return prepare_store(opened(bake))
+    with one_off_allocations():
+        return prepare_store(opened(bake))
 
 
 def _plan_for_workers(bake: Sealed[BakePlan]) -> BakePlan:
-    return for_workers(opened(bake))
+    with one_off_allocations():
+        return for_workers(opened(bake))
 
 
 def _finalize(total: int, bake: Sealed[BakePlan]) -> str:
-    return finalize(total, opened(bake))
+    with one_off_allocations():
+        return finalize(total, opened(bake))
 
 
 def _cut_and_count(batch: SpillRef, bake: BakePlan, spec: StoreSpec) -> list[tuple[tuple, SpillRef]]:

@@ -122,7 +122,7 @@ class BakePlan:
     plan: StorePlan
     mode: Mode
     fingerprint: str | None  # None when there is nothing new to write
-    description: Mapping[str, Any] = field(default_factory=dict)  # what the fingerprint is of
+    description: Mapping[str, Any] = field(default_factory=dict)  # what the fingerprint is of, as recorded
     owner: str = ""  # the lease owner, who releases the lease once the store is published
     progress_dir: str | None = None
 
@@ -245,7 +245,9 @@ def plan_bake(spec: StoreSpec, input_schemas: SchemaPool | Iterable[InputSchema]
     record_event(spec.progress_dir, "plan", store=url, n_inputs=plan.schema.n_inputs,
                  n_tasks=plan.n_tasks - len(plan.done) + extra_tasks, nbytes=plan.nbytes + extra_bytes)
     checkpoint("append.plan" if existing is not None else "bake.plan")
-    return BakePlan(plan, mode, print_, description, owner=spec.owner, progress_dir=spec.progress_dir)
+    # Kept as plan.json records it: in full, its URLs were a second copy in every process decoding the plan.
+    return BakePlan(plan, mode, print_, recorded_description(description), owner=spec.owner,
+                    progress_dir=spec.progress_dir)
 
 
 def _decide(state: StoreState, plan: StorePlan, print_: str, appending: bool, journal: Mapping | None,
@@ -280,7 +282,7 @@ def prepare_store(bake: BakePlan) -> str:
     if bake.mode in (Mode.NOTHING_NEW, Mode.RESUME, Mode.RESUME_APPEND):
         return plan.url
     state = store_state(plan.url, plan.storage_options)
-    recorded = recorded_description(bake.description)
+    recorded = bake.description
     if bake.mode is Mode.APPEND:
         append_txn.begin(state, plan, bake.fingerprint)
         state.write_json("plan.json", {"fingerprint": bake.fingerprint, "plan": recorded})

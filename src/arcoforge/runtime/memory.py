@@ -11,10 +11,12 @@ and the transforms that open inputs and write tasks call these explicitly.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import threading
 import time
+from collections.abc import Iterator
 
 from ..errors import RecipeError
 from ..rechunk import TaskBuffer
@@ -67,6 +69,7 @@ def limit_netcdf_chunk_cache(nbytes: int = NETCDF_CHUNK_CACHE_BYTES) -> None:
 # glibc mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
 _allocator_keeps_freed_memory = False
+WORKER_MMAP_THRESHOLD = 32 * 2**20  # a worker's blocks this large get their own mapping (a task's assembled buffer)
 
 
 @functools.cache
@@ -98,7 +101,7 @@ def keep_freed_memory_for_reuse() -> bool:
     if libc is None:
         return False
     tuned = all(libc.mallopt(param, value) == 1 for param, value in (
-        (_M_ARENA_MAX, 1), (_M_MMAP_THRESHOLD, 32 * 2**20), (_M_TRIM_THRESHOLD, 2**31 - 1)))
+        (_M_ARENA_MAX, 1), (_M_MMAP_THRESHOLD, WORKER_MMAP_THRESHOLD), (_M_TRIM_THRESHOLD, 2**31 - 1)))
     _allocator_keeps_freed_memory = tuned
     return tuned
 
@@ -171,19 +174,28 @@ def release_freed_memory() -> None:
         libc.malloc_trim(0)
 
 
-def hand_back_freed_memory() -> None:
-    """Hand the heap memory this process has freed back to the OS now, even in a worker that keeps it.
+@contextlib.contextmanager
+def one_off_allocations() -> Iterator[None]:
+    """Run a step that runs once and frees many MB at once (planning a bake) without keeping its memory.
 
-    For a step that runs once and frees many MB at once: planning a bake opens
-    the schema pool and builds the plan beside it (at 100,000 inputs a traced
-    peak ~17 MB above that of 10,000). A worker keeps freed memory for its next
-    task (:func:`keep_freed_memory_for_reuse`), and it would keep this through
-    all its write tasks. Measured at 100,000 inputs: that worker's RSS after
-    planning, +44 MiB rather than +53. No-op off glibc.
+    A worker keeps freed memory for its next task (:func:`keep_freed_memory_for_reuse`)
+    and serves arrays under 32 MiB from its heap: what planning freed (the schema
+    pool opened whole, the plan's per-input arrays beside it) stayed in the heap
+    through all the worker's write tasks. Within this, blocks of
+    :data:`COORDINATOR_MMAP_THRESHOLD` or more get mappings of their own, returned
+    when freed, and freed heap memory is handed back to the OS at the end.
+    No-op off glibc.
     """
     libc = _glibc()
-    if libc is not None:
-        libc.malloc_trim(0)
+    if libc is not None and _allocator_keeps_freed_memory:
+        libc.mallopt(_M_MMAP_THRESHOLD, COORDINATOR_MMAP_THRESHOLD)
+    try:
+        yield
+    finally:
+        if libc is not None:
+            if _allocator_keeps_freed_memory:
+                libc.mallopt(_M_MMAP_THRESHOLD, WORKER_MMAP_THRESHOLD)
+            libc.malloc_trim(0)
 
 
 _task_buffer = TaskBuffer()
