@@ -36,8 +36,9 @@ import glob, os
 import apache_beam as beam
 from arcoforge import OpenURLWithFSSpec, OpenWithXarray, StoreToIcechunk, StoreToZarr, pattern_from_file_sequence
 
-paths = sorted(glob.glob(os.path.join(os.environ["MANY_CORPUS"], "f-*.nc")))[: int(os.environ["MANY_N"])]
-pattern = pattern_from_file_sequence(paths, "time", nitems_per_file=1)
+# The paths go straight into the pattern, which packs them: a list the recipe kept would stay its own (~100 B a path).
+pattern = pattern_from_file_sequence(sorted(glob.glob(os.path.join(os.environ["MANY_CORPUS"], "f-*.nc")))
+                                     [: int(os.environ["MANY_N"])], "time", nitems_per_file=1)
 recipe = (beam.Create(pattern.items()) | OpenURLWithFSSpec() | OpenWithXarray(file_type=pattern.file_type)
           | STEP(store_name="STORE", combine_dims=pattern.combine_dim_keys, target_chunks={"time": 1000}))
 '''
