@@ -245,7 +245,7 @@ def plan_bake(spec: StoreSpec, input_schemas: SchemaPool | Iterable[InputSchema]
     record_event(spec.progress_dir, "plan", store=url, n_inputs=plan.schema.n_inputs,
                  n_tasks=plan.n_tasks - len(plan.done) + extra_tasks, nbytes=plan.nbytes + extra_bytes)
     checkpoint("append.plan" if existing is not None else "bake.plan")
-    # Kept as plan.json records it: in full, its URLs were a second copy in every process decoding the plan.
+    # Kept as plan.json records it: in full it listed every input's length for each process that decodes the plan.
     return BakePlan(plan, mode, print_, recorded_description(description), owner=spec.owner,
                     progress_dir=spec.progress_dir)
 
