@@ -450,12 +450,11 @@ class PoolInParts:
     def _sealed_parts(self) -> list[tuple[int, Sealed[SchemaPool]]]:
         return self.parts + ([(len(self.filling), Sealed.of(self.filling))] if len(self.filling) else [])
 
-    def join(self, others: Iterable[PoolInParts | SchemaPool | Sealed[Any]]) -> PoolInParts:
-        """These parts and ``others``' (sealed or open, parts or whole pools), after them; sealed parts stay sealed."""
+    def join(self, others: Iterable[PoolInParts | Sealed[PoolInParts]]) -> PoolInParts:
+        """These parts and ``others``' (each sealed or not), after them; their sealed parts stay sealed."""
         parts = self._sealed_parts()
         for other in others:
-            other = opened(other)
-            parts += [(len(other), Sealed.of(other))] if isinstance(other, SchemaPool) else other._sealed_parts()
+            parts += opened(other)._sealed_parts()
         return PoolInParts(parts, rows_per_part=self.rows_per_part)
 
     def whole(self) -> SchemaPool:
