@@ -32,7 +32,7 @@ import xarray as xr
 
 from .. import append_txn
 from ..append import UnfinishedStoreError, extend_schema, inputs_to_append, read_existing
-from ..compressed_pickle import compressed_reduce
+from ..compressed_pickle import Sealed, compressed_reduce, opened
 from ..faults import checkpoint
 from ..features import check_storable
 from ..input_checks import DEFAULT_MAX_ATTR_BYTES, check_inputs, drop_large_attrs
@@ -163,12 +163,17 @@ def read_schema(element: tuple[Index, xr.Dataset], spec: StoreSpec) -> InputSche
     return schema
 
 
-def keep_variables(element: tuple[Index, xr.Dataset], spec: StoreSpec) -> tuple[Index, LazyInput]:
+def keep_variables(element: tuple[Index, xr.Dataset], spec: StoreSpec) -> tuple[Index, Sealed[LazyInput]]:
     """What :func:`cut_pieces` needs of an opened input, known before the plan: the variables it may write.
 
     Left out: the concat dimensions' coordinates (written with the template)
     and variables not spanning a concat dimension along which the input is not
     the first (written from the first input only; see ``writes_variable``).
+
+    Sealed: kept as objects, a batch's inputs waiting to be spilled held their
+    files open (up to xarray's 128, ~0.6 MB each in netCDF-C and HDF5), and so
+    did the last batch, which Beam keeps after the step, until the worker's
+    first write task. Sealed, an input's file closes once its Dataset is let go.
     """
     index, ds = element
     concat = spec.concat_dims
@@ -176,7 +181,7 @@ def keep_variables(element: tuple[Index, xr.Dataset], spec: StoreSpec) -> tuple[
     later = {dim for dim in concat if index.find_concat_dim(dim) is not None and index.find_position(dim).value}
     keep = [str(name) for name, variable in ds.variables.items()
             if not (name in concat and variable.dims == (name,)) and not (later - set(variable.dims))]
-    return index, lazy_input(ds, keep)
+    return index, Sealed.of(lazy_input(ds, keep))
 
 
 def plan_with_lease(spec: StoreSpec, input_schemas: SchemaPool | Iterable[InputSchema]) -> BakePlan:
@@ -356,7 +361,7 @@ def plan_for_workers(plan: StorePlan) -> StorePlan:
                                ingested=())
 
 
-def spill_inputs(batch: list[tuple[Index, LazyInput]], spec: StoreSpec) -> SpillRef:
+def spill_inputs(batch: list[tuple[Index, Sealed[LazyInput]]], spec: StoreSpec) -> SpillRef:
     """Keep a batch of inputs (what :func:`keep_variables` kept) in the spill until the plan is known."""
     return spec.spill.put(batch)
 
@@ -365,8 +370,8 @@ def cut_spilled(ref: SpillRef, bake: BakePlan, spec: StoreSpec) -> list[tuple[tu
     """Cut a spilled batch of inputs into pieces, spilled as one section per write task; ``(task, section)``."""
     by_task: dict[tuple, list] = {}
     spill = spec.spill
-    for element in spill.get(ref):
-        for key, piece in cut_pieces(element, bake):
+    for index, kept in spill.get(ref):
+        for key, piece in cut_pieces((index, opened(kept)), bake):
             by_task.setdefault(key, []).append(piece)
     return list(spill.put_sections(by_task).items()) if by_task else []
 
