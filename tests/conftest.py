@@ -13,6 +13,21 @@ from arcoforge.demo import write_demo_archive
 from arcoforge.stac import packaged_schemas_dir
 
 
+# Modules whose module-scoped fixtures bake for all their tests (or start a cluster). Under
+# `pytest -n 2` each runs on one worker (`--dist loadgroup` in pyproject.toml): split over
+# two, both computed the fixture (measured: ~2 min of the suite's CPU went to the conformance
+# corpus baked twice). Their tests still run beside the other modules'.
+ONE_WORKER_MODULES = frozenset({"test_conformance", "test_fault_matrix", "test_state", "test_multistage_bake",
+                                "test_runners", "test_dask_cluster"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.stem in ONE_WORKER_MODULES:
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
+
+
 @pytest.fixture(scope="session")
 def schemas_dir() -> Path:
     """The official STAC JSON schemas shipped inside the arcoforge package (laid out by URL)."""
