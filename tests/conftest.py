@@ -13,11 +13,12 @@ from arcoforge.demo import write_demo_archive
 from arcoforge.stac import packaged_schemas_dir
 
 
-# Modules whose module-scoped fixture bakes for all their tests. Under `pytest -n 2` each runs
-# on one worker (`--dist loadgroup` in pyproject.toml): split over two, both baked (measured:
-# the conformance corpus, ~50 s per format, baked on both workers). Only where that was
-# measured: pinning a module to one worker can also leave the other idle at the end.
-ONE_WORKER_MODULES = frozenset({"test_conformance"})
+# Modules whose module-scoped fixtures bake for all their tests (or start a cluster). Under
+# `pytest -n 2` each runs on one worker (`--dist loadgroup` in pyproject.toml): split over
+# two, both computed the fixture (measured: ~2 min of the suite's CPU went to the conformance
+# corpus baked twice). Their tests still run beside the other modules'.
+ONE_WORKER_MODULES = frozenset({"test_conformance", "test_fault_matrix", "test_state", "test_multistage_bake",
+                                "test_runners", "test_dask_cluster"})
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
